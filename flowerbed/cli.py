@@ -1,0 +1,133 @@
+"""``flowerbed``: the command line around ``flwr run``.
+
+``flowerbed run`` validates the run config before anything starts (exit 2 with the key,
+value and what is allowed), starts its own local SuperLink with runtime dependency
+installation off, streams ``flwr run . --stream``, checks the run's final status (``flwr
+run`` itself exits 0 even when the ServerApp fails) and stops the SuperLink it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from flowerbed.platform.config import ConfigError, RunConfig, describe, parse_run_config
+
+
+def app_config(app_dir: Path) -> dict[str, Any]:
+    """``[tool.flwr.app.config]`` of the app's pyproject.toml."""
+    data = tomllib.loads((app_dir / "pyproject.toml").read_text())
+    return dict(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def overrides(run_config: list[str] | None) -> dict[str, Any]:
+    from flwr.common.config import parse_config_args
+
+    try:
+        return dict(parse_config_args(run_config or []))
+    except Exception as err:  # flwr raises ValueError/TOMLDecodeError on bad syntax
+        raise ConfigError("--run-config", " ".join(run_config or []),
+                          f"must be 'key=value' pairs with TOML values ({err})") from None
+
+
+def resolve_config(app_dir: Path, run_config: list[str] | None) -> RunConfig:
+    raw = app_config(app_dir)
+    raw.update(overrides(run_config))
+    return parse_run_config(raw)
+
+
+def _fail(err: Exception, code: int = 2) -> int:
+    print(f"flowerbed: error: {err}", file=sys.stderr)
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = resolve_config(Path(args.app).resolve(), args.run_config)
+    except ConfigError as err:
+        return _fail(err)
+    print(f"run config OK: strategy={cfg.strategy} dataset={cfg.dataset} "
+          f"clients={cfg.num_clients} rounds={cfg.num_server_rounds} engine={cfg.engine}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    print(describe())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flowerbed.platform.superlink import LocalSuperLink
+
+    app_dir = Path(args.app).resolve()
+    try:
+        cfg = resolve_config(app_dir, args.run_config)
+    except ConfigError as err:
+        return _fail(err)
+    out_dir = Path(cfg.output_dir).expanduser()
+    if not out_dir.is_absolute():
+        out_dir = app_dir / out_dir
+    run_config = [*(args.run_config or []), f'output-dir="{out_dir}"']
+    fed = args.federation_config or [
+        f"num-supernodes={os.cpu_count() or 2} client-resources-num-cpus=1"]
+    flwr_home = Path(os.environ.get("FLWR_HOME") or app_dir / ".flwr")
+    cmd = ["run", str(app_dir), "--stream"]
+    for rc in run_config:
+        cmd += ["--run-config", rc]
+    for fc in fed:
+        cmd += ["--federation-config", fc]
+    with LocalSuperLink(flwr_home, cwd=app_dir) as link:
+        proc = subprocess.Popen(["flwr", *cmd], env=link.env, cwd=app_dir, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        run_id = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            m = re.search(r"Successfully started run (\d+)", line)
+            if m:
+                run_id = int(m.group(1))
+        if proc.wait() != 0 or run_id is None:
+            return _fail(RuntimeError("flwr run did not start the run"), 1)
+        status, details = link.wait_finished(run_id)
+    if status != "finished:completed":
+        return _fail(RuntimeError(f"run {run_id} ended with status {status} {details}"), 1)
+    print(f"flowerbed: run {run_id} completed; outputs under {out_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowerbed", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("app", nargs="?", default=".", help="the Flower app folder")
+        sp.add_argument("-c", "--run-config", action="append",
+                        help="'key=value ...' overrides, as for flwr run")
+
+    r = sub.add_parser("run", help="validate, then flwr run --stream on a private SuperLink")
+    with_config(r)
+    r.add_argument("--federation-config", action="append",
+                   help="e.g. 'num-supernodes=4' (default: one per CPU core)")
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check", help="validate the run config and exit")
+    with_config(c)
+    c.set_defaults(func=cmd_check)
+    k = sub.add_parser("keys", help="print every run-config key with its default")
+    k.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

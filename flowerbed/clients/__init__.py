@@ -1,0 +1,1 @@
+"""Everything that happens on a node: data, models, local training, the ClientApp."""

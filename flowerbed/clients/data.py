@@ -1,0 +1,287 @@
+"""Datasets and their partitions into clients.
+
+Every dataset, offline or from the Hugging Face Hub, goes through the same path: a
+``datasets.Dataset`` with a feature column and a label column, a held-out test split that
+stays on the server, and a Flower Datasets partitioner chosen by name that splits the
+training split into ``num-clients`` partitions. The result is cached per process (a worker
+builds it once, not per message) as dense NumPy arrays.
+
+Offline datasets (no network needed):
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).
+- ``synthetic``: Synthetic(alpha, beta) of FedProx (Li et al., MLSys 2020) / LEAF: client k
+  draws u_k ~ N(0, alpha), B_k ~ N(0, beta), W_k, b_k ~ N(u_k, 1), v_k ~ N(B_k, 1),
+  x ~ N(v_k, diag(j^-1.2)), y = argmax(W_k^T x + b_k). Each example carries its
+  ``client_id``, so the ``natural-id`` partitioner recovers the generating clients.
+Online: ``hf:<hub name or local path>`` loads through Flower Datasets ``FederatedDataset``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from flowerbed.platform.config import ConfigError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from flowerbed.platform.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+OFFLINE_DATASETS = ("digits", "synthetic")
+PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "natural-id", "linear", "square",
+                "exponential")
+# Keys that change the data a client sees; the cache is keyed on them.
+DATA_KEYS = ("dataset", "feature-column", "label-column", "test-fraction", "partitioner",
+             "partitioner-alpha", "partition-by", "classes-per-partition",
+             "shards-per-partition", "min-partition-size", "synthetic-alpha", "synthetic-beta",
+             "synthetic-dim", "synthetic-classes", "synthetic-samples", "synthetic-iid-size",
+             "num-clients", "seed")
+
+
+@dataclass
+class FederatedData:
+    """All partitions as dense arrays plus the server's held-out test set."""
+
+    x: list[np.ndarray]  # x[i]: features of client i, float32, shape (n_i, *input_shape)
+    y: list[np.ndarray]  # y[i]: labels of client i, int64
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.x)
+
+    @property
+    def num_features(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([len(v) for v in self.y])
+
+    def label_counts(self) -> np.ndarray:
+        """(num_clients, num_classes) label histogram of every client."""
+        return np.stack([np.bincount(v, minlength=self.num_classes) for v in self.y])
+
+
+# --- building the pooled datasets ---------------------------------------------------------
+
+
+def _digits(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int]:
+    import datasets
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=cfg.test_fraction,
+                                          random_state=cfg.seed, stratify=y)
+    train = datasets.Dataset.from_dict({"x": xtr, "label": ytr})
+    test = datasets.Dataset.from_dict({"x": xte, "label": yte})
+    return train, test, (1, 8, 8), 10
+
+
+def synthetic_clients(num_clients: int, alpha: float, beta: float, dim: int, classes: int,
+                      mean_samples: int, equal_sizes: bool, seed: int
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Synthetic(alpha, beta) (FedProx / LEAF), one (x, y) per generating client."""
+    rng = np.random.default_rng(seed)
+    if equal_sizes:
+        sizes = np.full(num_clients, mean_samples)
+    else:  # LEAF uses a lognormal; scaled so the mean is about mean_samples
+        sizes = rng.lognormal(np.log(mean_samples) - 0.5, 1.0, num_clients).astype(int)
+        sizes = np.clip(sizes, 10, 20 * mean_samples)
+    sigma = np.array([(j + 1) ** -1.2 for j in range(dim)])
+    xs, ys = [], []
+    for k in range(num_clients):
+        u_k = rng.normal(0.0, np.sqrt(alpha))
+        b_mean = rng.normal(0.0, np.sqrt(beta))
+        w_k = rng.normal(u_k, 1.0, (dim, classes))
+        bias_k = rng.normal(u_k, 1.0, classes)
+        v_k = rng.normal(b_mean, 1.0, dim)
+        x = rng.normal(v_k, np.sqrt(sigma), (sizes[k], dim)).astype(np.float32)
+        y = np.argmax(x @ w_k + bias_k, axis=1).astype(np.int64)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def _synthetic(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...],
+                                        int]:
+    import datasets
+
+    xs, ys = synthetic_clients(cfg.num_clients, cfg.synthetic_alpha, cfg.synthetic_beta,
+                               cfg.synthetic_dim, cfg.synthetic_classes, cfg.synthetic_samples,
+                               cfg.synthetic_iid_size, cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    tr_x, tr_y, tr_id, te_x, te_y = [], [], [], [], []
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        n_test = round(len(y) * cfg.test_fraction)
+        perm = rng.permutation(len(y))
+        te, tr = perm[:n_test], perm[n_test:]
+        tr_x.append(x[tr])
+        tr_y.append(y[tr])
+        tr_id.append(np.full(len(tr), k))
+        te_x.append(x[te])
+        te_y.append(y[te])
+    train = datasets.Dataset.from_dict({"x": np.concatenate(tr_x), "label": np.concatenate(tr_y),
+                                        "client_id": np.concatenate(tr_id)})
+    test = datasets.Dataset.from_dict({"x": np.concatenate(te_x), "label": np.concatenate(te_y)})
+    return train, test, (cfg.synthetic_dim,), cfg.synthetic_classes
+
+
+OFFLINE_BUILDERS: dict[str, Callable[[RunConfig], Any]] = {
+    "digits": _digits,
+    "synthetic": _synthetic,
+}
+
+
+# --- partitioners --------------------------------------------------------------------------
+
+
+def make_partitioner(cfg: RunConfig) -> Any:
+    """The Flower Datasets partitioner named by ``cfg.partitioner``."""
+    from flwr_datasets import partitioner as p
+
+    n, by, seed = cfg.num_clients, cfg.partition_by, cfg.seed
+    name = cfg.partitioner
+    if name == "iid":
+        return p.IidPartitioner(num_partitions=n)
+    if name == "dirichlet":
+        return p.DirichletPartitioner(num_partitions=n, partition_by=by,
+                                      alpha=cfg.partitioner_alpha,
+                                      min_partition_size=cfg.min_partition_size,
+                                      self_balancing=False, seed=seed)
+    if name == "pathological":
+        return p.PathologicalPartitioner(num_partitions=n, partition_by=by,
+                                         num_classes_per_partition=cfg.classes_per_partition,
+                                         seed=seed)
+    if name == "shard":
+        return p.ShardPartitioner(num_partitions=n, partition_by=by,
+                                  num_shards_per_partition=cfg.shards_per_partition, seed=seed)
+    if name == "natural-id":
+        return p.NaturalIdPartitioner(partition_by="client_id")
+    sized = {"linear": p.LinearPartitioner, "square": p.SquarePartitioner,
+             "exponential": p.ExponentialPartitioner}
+    return sized[name](num_partitions=n)
+
+
+def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
+    """The feature column as float32 (images are scaled to [0, 1])."""
+    col = ds.with_format("numpy")[feature]
+    arr = np.asarray(col)
+    if arr.dtype == object:  # e.g. PIL images
+        arr = np.stack([np.asarray(v) for v in col])
+    arr = arr.astype(np.float32)
+    if arr.size and arr.max() > 1.5 and np.issubdtype(np.asarray(col[:1]).dtype, np.integer):
+        arr = arr / 255.0
+    return arr
+
+
+def _hf(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str]:
+    """A Hugging Face dataset through FederatedDataset (hub name or local folder).
+
+    Its "test" split stays on the server; without one, test-fraction of "train" is held out.
+    """
+    from flwr_datasets import FederatedDataset
+
+    name = cfg.dataset.removeprefix("hf:")
+    fds = FederatedDataset(dataset=name, partitioners={"train": cfg.num_clients},
+                           seed=cfg.seed)
+    train = fds.load_split("train")
+    try:
+        test = fds.load_split("test")
+    except (ValueError, KeyError):
+        split = train.train_test_split(test_size=cfg.test_fraction, seed=cfg.seed)
+        train, test = split["train"], split["test"]
+    feature = cfg.feature_column or next(
+        c for c in train.column_names if c not in (cfg.label_column, "client_id"))
+    sample = _to_array(train.select(range(1)), feature)
+    shape = tuple(sample.shape[1:]) or (1,)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    labels = train.features[cfg.label_column]
+    classes = (labels.num_classes if hasattr(labels, "num_classes")
+               else int(max(train.unique(cfg.label_column))) + 1)
+    return train, test, shape, classes, feature
+
+
+def _partition_rows(train: datasets.Dataset, partitioner: Any, n: int) -> list[np.ndarray]:
+    train = train.add_column("_row", np.arange(len(train)))
+    partitioner.dataset = train
+    return [np.asarray(partitioner.load_partition(i)["_row"], dtype=np.int64) for i in range(n)]
+
+
+def _data_key(cfg: RunConfig) -> tuple[Any, ...]:
+    return tuple(cfg[k] for k in DATA_KEYS)
+
+
+def load_federation(cfg: RunConfig) -> FederatedData:
+    """The partitioned data for ``cfg``, built once per process."""
+    return _load_cached(_data_key(cfg), cfg)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(_key: tuple[Any, ...], cfg: RunConfig) -> FederatedData:
+    label = cfg.label_column
+    if cfg.dataset.startswith("hf:"):
+        train, test, shape, classes, feature = _hf(cfg)
+    else:
+        train, test, shape, classes = OFFLINE_BUILDERS[cfg.dataset](cfg)
+        feature = "x"
+    parts = _partition_rows(train, make_partitioner(cfg), cfg.num_clients)
+    x_all = _to_array(train, feature).reshape(len(train), *shape)
+    y_all = np.asarray(train[label], dtype=np.int64)
+    test_x = _to_array(test, feature).reshape(len(test), *shape)
+    test_y = np.asarray(test[label], dtype=np.int64)
+    data = FederatedData(x=[x_all[r] for r in parts], y=[y_all[r] for r in parts],
+                         test_x=test_x, test_y=test_y, num_classes=int(classes),
+                         input_shape=tuple(int(s) for s in shape))
+    empty = [i for i, v in enumerate(data.y) if len(v) == 0]
+    if empty:
+        raise ConfigError("partitioner", cfg.partitioner,
+                          f"left {len(empty)} of {cfg.num_clients} clients with no data "
+                          f"(first: {empty[:5]}); use fewer clients, a larger alpha or "
+                          "min-partition-size")
+    log.info("data %s: %d clients, %d train / %d test examples, %d classes", cfg.dataset,
+             data.num_clients, int(data.sizes.sum()), len(test_y), data.num_classes)
+    return data
+
+
+# --- validation ------------------------------------------------------------------------------
+
+OFFLINE_SIZES = {"digits": 1797}
+
+
+def check_data_config(cfg: RunConfig) -> None:
+    """Reject dataset/partitioner combinations that cannot work, before any training."""
+    ds = cfg.dataset
+    if not ds.startswith("hf:") and ds not in OFFLINE_DATASETS:
+        raise ConfigError("dataset", ds, "must be one of " + ", ".join(OFFLINE_DATASETS)
+                          + " or 'hf:<hub name or local path>'")
+    if ds == "hf:":
+        raise ConfigError("dataset", ds, "'hf:' needs a dataset name, e.g. 'hf:ylecun/mnist'")
+    if cfg.partitioner not in PARTITIONERS:
+        raise ConfigError("partitioner", cfg.partitioner,
+                          "must be one of " + ", ".join(PARTITIONERS))
+    if cfg.partitioner == "natural-id" and ds != "synthetic":
+        raise ConfigError("partitioner", cfg.partitioner,
+                          "natural-id needs a dataset with client ids (synthetic)")
+    if ds in OFFLINE_SIZES:
+        n_train = int(OFFLINE_SIZES[ds] * (1 - cfg.test_fraction))
+        if cfg.num_clients > n_train:
+            raise ConfigError("num-clients", cfg.num_clients,
+                              f"more clients than the {n_train} training examples of {ds}")
+    if ds == "synthetic" and cfg.test_fraction <= 0:
+        raise ConfigError("test-fraction", cfg.test_fraction,
+                          "synthetic data needs a held-out share > 0")

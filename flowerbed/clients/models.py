@@ -1,0 +1,74 @@
+"""Model registry: a name (or ``pkg.mod:factory``) -> ``factory(input_shape, num_classes, cfg)``.
+
+Models must be plain ``torch.nn.Module``s whose parameters and buffers are the model state;
+the worker trains them functionally (``torch.func.functional_call``), so layers with
+running statistics (BatchNorm) fall back to sequential training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowerbed.platform.config import ConfigError
+from flowerbed.platform.imports import is_import_path, load_object
+
+if TYPE_CHECKING:
+    from flowerbed.platform.config import RunConfig
+
+ModelFactory = Callable[[tuple[int, ...], int, "RunConfig"], nn.Module]
+
+
+def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+    """Multinomial logistic regression."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+    """ReLU MLP with ``hidden-sizes`` hidden layers."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = int(np.prod(input_shape))
+    for h in cfg.hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+    """Two 3x3 conv layers, then a linear classifier; for (C, H, W) images."""
+    if len(input_shape) != 3:
+        raise ConfigError("model", "cnn", f"needs (C, H, W) images, data has {input_shape}")
+    c, h, w = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * (h // 2) * (w // 2), num_classes),
+    )
+
+
+MODELS: dict[str, ModelFactory] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
+
+
+def check_model_name(name: str) -> None:
+    if is_import_path(name):
+        load_object(name, "model")
+    elif name not in MODELS:
+        raise ConfigError("model", name, "must be one of " + ", ".join(MODELS)
+                          + " or 'pkg.module:factory'")
+
+
+def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int,
+                seed: int | None = None) -> nn.Module:
+    """The model of ``cfg``, initialised from ``seed`` (default: the run seed)."""
+    factory = load_object(cfg.model, "model") if is_import_path(cfg.model) else MODELS[cfg.model]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        model = factory(tuple(input_shape), num_classes, cfg)
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", cfg.model, "the factory must return a torch.nn.Module")
+    return model

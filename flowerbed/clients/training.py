@@ -1,0 +1,151 @@
+"""Local training and evaluation as plain functions: (state, data, params) -> (state, metrics).
+
+The update is SGD with momentum and weight decay written out explicitly (same rule as
+``torch.optim.SGD`` with dampening 0), plus FedProx's proximal term mu (x - x_global).
+Writing the step once, functionally, lets the sequential path here and the batched
+``vmap`` path in :mod:`flowerbed.clients.batched` share it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+from flowerbed.platform.arrays import State
+
+TRAIN_OVERRIDES = ("lr", "momentum", "weight-decay", "local-epochs", "local-steps",
+                   "batch-size", "proximal-mu")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    local_epochs: int = 1
+    local_steps: int = 0
+    batch_size: int = 32
+    proximal_mu: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Any, overrides: Mapping[str, Any] | None = None) -> TrainParams:
+        """From the run config, with per-message overrides (a strategy may set e.g. lr)."""
+        p = cls(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                local_epochs=cfg.local_epochs, local_steps=cfg.local_steps,
+                batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu)
+        if overrides:
+            changes = {k.replace("-", "_"): overrides[k] for k in TRAIN_OVERRIDES
+                       if k in overrides}
+            p = replace(p, **changes)
+        return p
+
+    def num_steps(self, n: int) -> int:
+        if self.local_steps > 0:
+            return self.local_steps
+        return self.local_epochs * math.ceil(n / self.batch_size)
+
+
+def client_rng(seed: int, server_round: int, client_id: int) -> np.random.Generator:
+    """The RNG of one client in one round: same on every execution path."""
+    return np.random.default_rng([seed, server_round, client_id])
+
+
+def batch_plan(n: int, params: TrainParams, rng: np.random.Generator) -> list[np.ndarray]:
+    """Mini-batch indices for one round: reshuffle every pass over the data.
+
+    With ``local-steps`` the passes continue until that many steps are taken; with epochs
+    the last batch of each pass may be smaller.
+    """
+    b = min(params.batch_size, n)
+    batches: list[np.ndarray] = []
+    steps = params.num_steps(n)
+    while len(batches) < steps:
+        perm = rng.permutation(n)
+        starts = range(0, n, b)
+        for s in starts:
+            if len(batches) == steps:
+                break
+            if params.local_steps > 0 and s + b > n:  # fixed-size steps: wrap into next pass
+                break
+            batches.append(perm[s:s + b])
+    return batches
+
+
+def tensors(state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in
+            state.items()}
+
+
+def loss_fn(model: nn.Module, params: dict[str, torch.Tensor], xb: torch.Tensor,
+            yb: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the batch (over ``mask`` when batches are padded)."""
+    logits = functional_call(model, params, (xb,))
+    ce = nn.functional.cross_entropy(logits, yb, reduction="none")
+    if mask is None:
+        return ce.mean()
+    return (ce * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+               bufs: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor] | None,
+               p: TrainParams, first: bool) -> tuple[dict[str, torch.Tensor],
+                                                     dict[str, torch.Tensor]]:
+    """One SGD step: d = g + wd x + mu (x - x_anchor); buf = m buf + d; x -= lr buf."""
+    new_params, new_bufs = {}, {}
+    for k, x in params.items():
+        d = grads[k]
+        if p.weight_decay:
+            d = d + p.weight_decay * x
+        if p.proximal_mu and anchor is not None:
+            d = d + p.proximal_mu * (x - anchor[k])
+        if p.momentum:
+            d = d if first else p.momentum * bufs[k] + d
+            new_bufs[k] = d
+        new_params[k] = x - p.lr * d
+    return new_params, new_bufs
+
+
+def local_train(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
+                params: TrainParams, rng: np.random.Generator) -> tuple[State, dict[str, float]]:
+    """Train ``state`` on (x, y); returns the new state and metrics (train_loss = mean loss)."""
+    names = [k for k, _ in model.named_parameters()]
+    full = tensors(state)
+    w = {k: full[k] for k in names}
+    anchor = {k: v.clone() for k, v in w.items()} if params.proximal_mu else None
+    xt, yt = torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y))
+    grad_fn = grad(lambda pr, xb, yb: loss_fn(model, {**full, **pr}, xb, yb), has_aux=False)
+    bufs: dict[str, torch.Tensor] = {}
+    losses = []
+    for step, idx in enumerate(batch_plan(len(y), params, rng)):
+        xb, yb = xt[idx], yt[idx]
+        with torch.no_grad():
+            losses.append(float(loss_fn(model, {**full, **w}, xb, yb)))
+        g = grad_fn(w, xb, yb)
+        w, bufs = sgd_update(w, g, bufs, anchor, params, first=step == 0)
+    out = {k: v.numpy() for k, v in full.items()}
+    out.update({k: v.detach().numpy() for k, v in w.items()})
+    return out, {"train_loss": float(np.mean(losses)) if losses else 0.0,
+                 "num-examples": float(len(y)), "num-steps": float(len(losses))}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
+             batch: int = 4096) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``state`` on (x, y)."""
+    p = tensors(state)
+    loss_sum, correct = 0.0, 0
+    for s in range(0, len(y), batch):
+        xb = torch.from_numpy(np.asarray(x[s:s + batch], np.float32))
+        yb = torch.from_numpy(np.asarray(y[s:s + batch]))
+        logits = functional_call(model, p, (xb,))
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    n = max(len(y), 1)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "num-examples": float(len(y))}

@@ -1,0 +1,95 @@
+"""A worker: runs the ClientApp logic for a batch of virtual clients.
+
+The Flower ClientApp (one SuperNode = one worker) and the in-process engine both call
+:func:`handle`, so every execution path trains the same way. Model skeletons and the
+partitioned data are cached per process; a shared payload (the global model) is decoded
+once per batch, not once per client.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from torch import nn
+
+from flowerbed.clients.data import FederatedData, load_federation
+from flowerbed.clients.models import build_model
+from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
+from flowerbed.platform.arrays import State, from_record, to_record
+from flowerbed.platform.config import RunConfig
+from flowerbed.platform.packing import Item
+
+log = logging.getLogger(__name__)
+
+ERROR_KEY = "flowerbed.error"
+
+
+@functools.lru_cache(maxsize=4)
+def _skeleton(model: str, hidden: str, input_shape: tuple[int, ...], classes: int,
+              cfg: RunConfig) -> nn.Module:
+    return build_model(cfg, input_shape, classes)
+
+
+def skeleton(cfg: RunConfig, data: FederatedData) -> nn.Module:
+    """The model architecture (weights are passed functionally), cached per process."""
+    return _skeleton(cfg.model, cfg.hidden_sizes, data.input_shape, data.num_classes, cfg)
+
+
+def error_reply(reason: str) -> RecordDict:
+    return RecordDict({ERROR_KEY: ConfigRecord({"reason": reason})})
+
+
+def reply_error(content: RecordDict) -> str | None:
+    """The failure reason carried by a worker reply, or None if it succeeded."""
+    if ERROR_KEY in content:
+        return str(content[ERROR_KEY]["reason"])
+    return None
+
+
+def _arrays_and_config(content: RecordDict) -> tuple[ArrayRecord, ConfigRecord]:
+    arrays = next(iter(content.array_records.values()))
+    configs = list(content.config_records.values())
+    return arrays, configs[0] if configs else ConfigRecord()
+
+
+def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
+    """Train or evaluate every (virtual node id, content) item; one reply per item.
+
+    A client whose work raises gets an error reply; the others are unaffected.
+    """
+    data = load_federation(cfg)
+    model = skeleton(cfg, data)
+    decoded: dict[int, State] = {}
+    replies: list[Item] = []
+    for vid, content in items:
+        try:
+            arrays, config = _arrays_and_config(content)
+            if id(arrays) not in decoded:
+                decoded[id(arrays)] = from_record(arrays)
+            state = decoded[id(arrays)]
+            x, y = data.x[vid], data.y[vid]
+            if kind == "train":
+                params = TrainParams.from_config(cfg, dict(config))
+                rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
+                new_state, metrics = local_train(model, state, x, y, params, rng)
+                reply = RecordDict({"arrays": to_record(new_state),
+                                    "metrics": MetricRecord(metrics)})
+            else:
+                m = evaluate(model, state, x, y)
+                reply = RecordDict({"metrics": MetricRecord(
+                    {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
+                     "num-examples": m["num-examples"]})})
+        except Exception as err:  # one client's failure must not fail the batch
+            log.debug("client %d failed: %s", vid, traceback.format_exc())
+            reply = error_reply(f"{type(err).__name__}: {err}")
+        replies.append((vid, reply))
+    return replies
+
+
+def finite(state: State) -> bool:
+    return all(np.isfinite(v).all() for v in state.values())

@@ -1,0 +1,214 @@
+"""Run one experiment: build everything from the config, run the strategy, write outputs.
+
+The ServerApp calls :func:`run_experiment` with Flower's grid; tests, sweeps and the
+in-process engine call it without one. Either way the same strategy code runs against a
+:class:`~flowerbed.platform.virtual_grid.VirtualGrid`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from flowerbed.clients.data import FederatedData, load_federation
+from flowerbed.clients.models import build_model
+from flowerbed.clients.training import evaluate
+from flowerbed.platform.arrays import State, from_record, module_state, to_record
+from flowerbed.platform.config import RunConfig
+from flowerbed.platform.ledger import Ledger
+from flowerbed.platform.participation import build_participation
+from flowerbed.platform.trackers import RunInfo, Tracker, TrackerList
+from flowerbed.platform.transport import FlowerTransport, InProcessTransport, Transport
+from flowerbed.platform.virtual_grid import VirtualGrid
+from flowerbed.strategies.base import PlatformStrategy, Services
+from flowerbed.strategies.registry import build_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    final_state: State | None = None
+    strategy: Any = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_name(cfg: RunConfig) -> str:
+    if cfg.run_name:
+        return cfg.run_name
+    strat = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.strategy.split(":")[-1])
+    ds = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.dataset)
+    return f"{strat}-{ds}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_run_dir(cfg: RunConfig) -> Path:
+    base = Path(cfg.output_dir).expanduser().resolve() / run_name(cfg)
+    path, i = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def build_trackers(cfg: RunConfig) -> list[Tracker]:
+    from flowerbed.platform.trackers.console import ConsoleTracker
+    from flowerbed.platform.trackers.metrics_file import MetricsFileTracker
+    from flowerbed.platform.trackers.plots import PlotTracker
+    from flowerbed.platform.trackers.wandb_tracker import WandbTracker
+
+    trackers: list[Tracker] = []
+    if cfg.tracking:
+        trackers.append(PlotTracker())  # before W&B, which uploads the plot
+        if cfg.wandb:
+            trackers.append(WandbTracker(cfg.wandb_project, cfg.wandb_group))
+        trackers.append(MetricsFileTracker())  # last: writes summary.json with artifacts
+    if cfg.progress:
+        trackers.append(ConsoleTracker())
+    return trackers
+
+
+@dataclass
+class RoundHook:
+    """Flower's ``evaluate_fn``: called after round 0 (initial model) and every round.
+
+    It is the platform's per-round hook for any strategy: centralized evaluation, the
+    round's participation and ledger figures, the strategy's extra metrics, trackers, and
+    advancing the grid to the next round.
+    """
+
+    cfg: RunConfig
+    data: FederatedData
+    model: torch.nn.Module
+    grid: VirtualGrid
+    ledger: Ledger
+    strategy: Any
+    trackers: TrackerList
+    records: list[dict[str, Any]] = field(default_factory=list)
+    final_state: State | None = None
+    t_start: float = field(default_factory=time.time)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        state = from_record(arrays)
+        self.final_state = state
+        rec: dict[str, Any] = {"round": server_round, "wall_time": time.time(),
+                               "elapsed_s": time.time() - self.t_start}
+        last = server_round == self.cfg.num_server_rounds
+        out = None
+        if server_round == 0 or last or server_round % self.cfg.eval_every == 0:
+            m = evaluate(self.model, state, self.data.test_x, self.data.test_y)
+            rec["test_accuracy"], rec["test_loss"] = m["accuracy"], m["loss"]
+            out = MetricRecord({"test_accuracy": m["accuracy"], "test_loss": m["loss"]})
+        stats = self.grid.round_stats(server_round)
+        rec["participants"] = stats.participants
+        rec["failures"] = stats.failures
+        if stats.failure_reasons:
+            log.warning("round %d: %d failed replies (%s)", server_round,
+                        sum(stats.failure_reasons.values()),
+                        ", ".join(f"{k}: {v}" for k, v in stats.failure_reasons.items()))
+        rec["train_loss"] = stats.train_loss
+        rec.update({f"round_{k}": v for k, v in self.ledger.round_summary(server_round).items()})
+        rec.update(self.ledger.cumulative())
+        if isinstance(self.strategy, PlatformStrategy):
+            rec.update(self.strategy.round_metrics(server_round))
+        self.records.append(rec)
+        self.trackers.after_round(rec)
+        self.grid.begin_round(server_round + 1)
+        return out
+
+
+def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run_dir: Path | None,
+              t0: float, status: str, error: str | None = None) -> dict[str, Any]:
+    ev = [r for r in records if r.get("test_accuracy") is not None]
+    best = max(ev, key=lambda r: r["test_accuracy"]) if ev else {}
+    final = records[-1] if records else {}
+    return {
+        "status": status,
+        "error": error,
+        "run_dir": str(run_dir) if run_dir else None,
+        "config": cfg.as_dict(),
+        "rounds_completed": max((r["round"] for r in records), default=0),
+        "wall_time_s": time.time() - t0,
+        "final": {k: final.get(k) for k in ("round", "test_accuracy", "test_loss", "train_loss")
+                  if k in final},
+        "best": {"test_accuracy": best.get("test_accuracy"), "round": best.get("round")},
+        "totals": {**ledger.cumulative(),
+                   "participants": sum(r.get("participants", 0) for r in records),
+                   "failures": sum(r.get("failures", 0) for r in records),
+                   "rejected_updates": sum(r.get("rejected_updates", 0) for r in records)},
+    }
+
+
+def ensure_task_identity() -> None:
+    """Outside a Flower process, give Flower's Message a (dummy) identity to stamp."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    if TaskIdentity._run_id is None:
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
+
+
+def run_experiment(cfg: RunConfig, grid: Grid | None = None,
+                   extra_trackers: list[Tracker] | None = None) -> RunResult:
+    """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process."""
+    t0 = time.time()
+    if grid is None:
+        ensure_task_identity()
+    seed_everything(cfg.seed)
+    data = load_federation(cfg)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    ledger = Ledger()
+    participation = build_participation(cfg, data)
+    transport: Transport
+    if cfg.engine == "flower" and grid is not None:
+        transport = FlowerTransport(grid, cfg)
+    else:
+        transport = InProcessTransport(cfg)
+    vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation)
+
+    def central_eval(state: State) -> dict[str, float]:
+        return evaluate(model, state, data.test_x, data.test_y)
+
+    services = Services(num_nodes=cfg.num_clients, seed=cfg.seed, ledger=ledger,
+                        evaluate=central_eval, true_probabilities=participation.probabilities,
+                        label_counts=data.label_counts())
+    strategy = build_strategy(cfg, services)
+    run_dir = make_run_dir(cfg) if cfg.tracking else None
+    trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
+    hook = RoundHook(cfg, data, model, vgrid, ledger, strategy, trackers)
+    info = RunInfo(run_dir=run_dir or Path("."), config=cfg.as_dict(),
+                   num_rounds=cfg.num_server_rounds, name=run_name(cfg) if run_dir is None
+                   else run_dir.name)
+    trackers.on_train_begin(info)
+    status, error = "completed", None
+    try:
+        strategy.start(grid=vgrid, initial_arrays=to_record(module_state(model)),
+                       num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout,
+                       train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
+                       evaluate_fn=hook)
+    except BaseException as err:
+        status, error = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        summary = summarize(cfg, hook.records, ledger, run_dir, t0, status, error)
+        summary["records"] = hook.records
+        trackers.on_train_end(summary)
+        summary.pop("records", None)
+    return RunResult(run_dir, hook.records, summary, hook.final_state, strategy)

@@ -1,0 +1,140 @@
+"""A local simulation SuperLink that we start and stop ourselves, by PID.
+
+``flwr run`` against the magic local connection starts a ``flower-superlink`` daemon on a
+fixed port and leaves it running, with whatever settings the first run had (FLOWER-NOTES
+1 and 4). flowerbed instead starts its own on free ports with runtime dependency
+installation off (the venv's packages are used: no CUDA torch downloads), points
+``flwr`` at it through ``FLWR_LOCAL_*_PORT`` and a private ``FLWR_HOME``, and stops its
+whole process group at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSuperLink:
+    """``with LocalSuperLink(flwr_home) as link: link.flwr("run", ".", ...)``."""
+
+    def __init__(self, flwr_home: str | Path, cwd: str | Path | None = None,
+                 startup_timeout: float = 60.0) -> None:
+        self.flwr_home = Path(flwr_home).resolve()
+        self.cwd = Path(cwd or os.getcwd()).resolve()
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http_port = free_port()
+        self.control_port = free_port()
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = os.environ.copy()
+        env.update({
+            "FLWR_HOME": str(self.flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+        })
+        return env
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health",
+                                        timeout=0.5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def start(self) -> LocalSuperLink:
+        run_dir = self.flwr_home / "local-superlink"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+               "--disable-runtime-dependency-installation",
+               "--control-api-address", f"127.0.0.1:{self.control_port}",
+               "--host", "127.0.0.1", "--port", str(self.http_port),
+               "--database", str(run_dir / "state.db"),
+               "--log-file", str(run_dir / "superlink.log")]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flower-superlink exited with code {self.proc.returncode};"
+                                   f" see {run_dir / 'superlink.log'}")
+            if self.healthy():
+                log.info("local SuperLink pid %d on port %d", self.proc.pid, self.http_port)
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"flower-superlink did not start within {self.startup_timeout} s")
+
+    def stop(self) -> None:
+        """Stop the SuperLink and everything it spawned (its own process group)."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # the leader is gone; make sure no child of the group survives it
+            time.sleep(0.5)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        self.proc = None
+
+    def flwr(self, *args: str, capture: bool = False, timeout: float | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        """Run a ``flwr`` command against this SuperLink."""
+        return subprocess.run(["flwr", *args], env=self.env, cwd=self.cwd, text=True,
+                              capture_output=capture, timeout=timeout, check=False)
+
+    def run_status(self, run_id: int) -> tuple[str, str]:
+        """(status, details) of a run, e.g. ('finished:completed', '')."""
+        out = self.flwr("ls", "--run-id", str(run_id), "--format", "json", capture=True)
+        try:
+            runs = json.loads(out.stdout)["runs"]
+        except (ValueError, KeyError) as err:
+            raise RuntimeError(f"cannot read run status: {out.stdout}{out.stderr}") from err
+        run = runs[0]
+        return str(run.get("status")), str(run.get("status-details", ""))
+
+    def wait_finished(self, run_id: int, timeout: float = 3600.0) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, details = self.run_status(run_id)
+            if status.startswith("finished") or time.monotonic() > deadline:
+                return status, details
+            time.sleep(1.0)
+
+    def __enter__(self) -> LocalSuperLink:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,212 @@
+"""The documented base classes a strategy builds on.
+
+Every flowerbed strategy is a Flower message-API strategy
+(``flwr.serverapp.strategy.Strategy``), so it runs in any Flower ServerApp. On top, it may
+use the platform's :class:`Services` (the communication ledger, centralized evaluation,
+true participation probabilities for idealized baselines) but never does I/O, tracking or
+availability itself.
+
+- :class:`CentralizedStrategy`: server-side global model(s); subclass and override
+  :meth:`CentralizedStrategy.aggregate` (FedAvg-style algorithms are ~30 lines).
+- :class:`flowerbed.strategies.decentralized.DecentralizedStrategy`: one model per node;
+  overrides ``start()``, the server only routes what peers would send each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from flowerbed.platform.arrays import State, from_record, to_record
+from flowerbed.platform.ledger import Ledger
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from flowerbed.platform.config import RunConfig
+
+
+@dataclass
+class Services:
+    """What the platform lends a strategy. Pure computation and bookkeeping, no I/O."""
+
+    num_nodes: int
+    seed: int
+    ledger: Ledger = field(default_factory=Ledger)
+    # centralized evaluation of a model state on the server's held-out test set
+    evaluate: Callable[[State], dict[str, float]] | None = None
+    # the platform's true participation probabilities: for idealized baselines only
+    true_probabilities: np.ndarray | None = None
+    # label histogram per node (num_nodes, num_classes): for data-aware grouping (Paris)
+    label_counts: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClientUpdate:
+    """One client's training reply, decoded."""
+
+    node_id: int
+    state: State
+    num_examples: float
+    metrics: dict[str, float]
+
+
+class PlatformStrategy:
+    """Mixin: how the platform builds a strategy and reads its extra metrics and state."""
+
+    services: Services
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
+        """Build from the run config. Override to read your own keys."""
+        obj = cls()
+        obj.services = services
+        return obj
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        """Extra per-round metrics (logged with the platform's)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able strategy state for checkpoints (arrays as lists or via numpy keys)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def finite_state(state: State) -> bool:
+    return all(np.isfinite(v).all() for v in state.values())
+
+
+class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
+    """Flower's FedAvg skeleton with seeded sampling among the *available* nodes.
+
+    Subclasses override :meth:`aggregate` (new global state from the updates). Replies that
+    failed, or carry non-finite or wrongly shaped arrays, are never aggregated; they are
+    counted in :attr:`rejected` and logged once per round.
+    """
+
+    def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 0.0,
+                 min_train_nodes: int = 1, server_lr: float = 1.0, proximal_mu: float = 0.0,
+                 seed: int = 0) -> None:
+        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
+                         min_train_nodes=min_train_nodes, min_evaluate_nodes=0,
+                         min_available_nodes=0)
+        self.server_lr = server_lr
+        self.proximal_mu = proximal_mu
+        self.rng = np.random.default_rng([seed, 104729])
+        self.global_state: State | None = None
+        self.rejected: dict[int, int] = {}
+        self.services = Services(num_nodes=0, seed=seed)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
+        obj = cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+                  min_train_nodes=cfg.min_train_nodes, server_lr=cfg.server_lr,
+                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
+        obj.services = services
+        return obj
+
+    # --- sampling
+    def sample(self, grid: Grid, fraction: float, minimum: int) -> list[int]:
+        """A seeded uniform sample of the nodes available now."""
+        available = sorted(grid.get_node_ids())
+        k = min(len(available), max(minimum, round(fraction * len(available))))
+        chosen = self.rng.choice(len(available), size=k, replace=False)
+        return sorted(available[i] for i in chosen)
+
+    def _messages(self, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord,
+                  mtype: str, server_round: int) -> list[Message]:
+        config["server-round"] = server_round
+        if self.proximal_mu:
+            config["proximal-mu"] = self.proximal_mu
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [Message(content=record, dst_node_id=n, message_type=mtype,
+                        group_id=str(server_round)) for n in nodes]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.global_state = from_record(arrays)
+        nodes = self.sample(grid, self.fraction_train, self.min_train_nodes)
+        return self._messages(nodes, arrays, config, MessageType.TRAIN, server_round)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        nodes = self.sample(grid, self.fraction_evaluate, 1)
+        return self._messages(nodes, arrays, config, MessageType.EVALUATE, server_round)
+
+    # --- aggregation
+    def decode(self, server_round: int, replies: Iterable[Message]) -> list[ClientUpdate]:
+        """Valid updates only: errors, non-finite and mis-shaped arrays are rejected."""
+        updates, rejected = [], 0
+        ref = self.global_state
+        for msg in replies:
+            if msg.has_error():
+                continue  # the platform counts and logs failures once per round
+            arrays = next(iter(msg.content.array_records.values()), None)
+            metrics = next(iter(msg.content.metric_records.values()), MetricRecord())
+            if arrays is None:
+                rejected += 1
+                continue
+            state = from_record(arrays)
+            shapes_ok = ref is None or (state.keys() == ref.keys() and all(
+                state[k].shape == ref[k].shape for k in ref))
+            if not shapes_ok or not finite_state(state):
+                rejected += 1
+                continue
+            updates.append(ClientUpdate(msg.metadata.src_node_id, state,
+                                        float(metrics.get(self.weighted_by_key, 1.0)),
+                                        {k: float(v) for k, v in metrics.items()
+                                         if isinstance(v, int | float)}))
+        if rejected:
+            self.rejected[server_round] = self.rejected.get(server_round, 0) + rejected
+        return updates
+
+    def aggregate(self, server_round: int, global_state: State,
+                  updates: list[ClientUpdate]) -> State:
+        """New global state. Default: x + eta_g * sum_i w_i (x_i - x), w_i ~ num-examples."""
+        total = sum(u.num_examples for u in updates)
+        avg = {k: np.zeros_like(v, dtype=np.float64) for k, v in global_state.items()}
+        for u in updates:  # running weighted sum: memory does not grow with clients
+            w = u.num_examples / total
+            for k in avg:
+                avg[k] += w * u.state[k]
+        return {k: (global_state[k] + self.server_lr * (avg[k] - global_state[k])).astype(
+            global_state[k].dtype) for k in global_state}
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        updates = self.decode(server_round, replies)
+        if not updates or self.global_state is None:
+            return None, None
+        new_state = self.aggregate(server_round, self.global_state, updates)
+        total = sum(u.num_examples for u in updates)
+        metrics = {"train_loss": sum(u.metrics.get("train_loss", 0.0) * u.num_examples
+                                     for u in updates) / total}
+        return to_record(new_state), MetricRecord(metrics)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        ok = [m for m in replies if not m.has_error()]
+        if not ok:
+            return None
+        recs = [next(iter(m.content.metric_records.values())) for m in ok]
+        total = sum(float(r["num-examples"]) for r in recs)
+        return MetricRecord({k: sum(float(r[k]) * float(r["num-examples"]) for r in recs) / total
+                             for k in ("eval_loss", "eval_accuracy")})
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        return {"rejected_updates": float(self.rejected.get(server_round, 0))}
+
+    def summary(self) -> None:
+        return None
