@@ -108,6 +108,8 @@ class RoundHook:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = from_record(arrays)
+        if isinstance(self.strategy, PlatformStrategy):
+            state = self.strategy.evaluation_state(state)
         self.final_state = state
         rec: dict[str, Any] = {"round": server_round, "wall_time": time.time(),
                                "elapsed_s": time.time() - self.t_start}
@@ -181,7 +183,6 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
         transport = FlowerTransport(grid, cfg)
     else:
         transport = InProcessTransport(cfg)
-    vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation)
 
     def central_eval(state: State) -> dict[str, float]:
         return evaluate(model, state, data.test_x, data.test_y)
@@ -190,6 +191,9 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                         evaluate=central_eval, true_probabilities=participation.probabilities,
                         label_counts=data.label_counts())
     strategy = build_strategy(cfg, services)
+    vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
+                        count_server_traffic=not getattr(strategy, "routes_through_server",
+                                                         False))
     run_dir = make_run_dir(cfg) if cfg.tracking else None
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     hook = RoundHook(cfg, data, model, vgrid, ledger, strategy, trackers)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from flwr.app import Message, MessageType
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from flowerbed.clients import worker
@@ -23,16 +23,21 @@ log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
-    def run(self, kind: str, items: Sequence[Item], timeout: float | None) -> list[Item]:
-        """Run ``kind`` ('train' or 'evaluate') for every item; replies that arrived."""
+    def run(self, kind: str, items: Sequence[Item], timeout: float | None
+            ) -> list[RecordDict | None]:
+        """Run ``kind`` ('train' or 'evaluate') for every item.
+
+        Returns one entry per item, in order: the reply, or None if none arrived.
+        """
 
 
 class InProcessTransport:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
-    def run(self, kind: str, items: Sequence[Item], timeout: float | None) -> list[Item]:
-        return worker.handle(kind, items, self.cfg)
+    def run(self, kind: str, items: Sequence[Item], timeout: float | None
+            ) -> list[RecordDict | None]:
+        return [content for _, content in worker.handle(kind, items, self.cfg)]
 
 
 class FlowerTransport:
@@ -52,18 +57,20 @@ class FlowerTransport:
         # contiguous shards: client v lives on worker v * w // n
         self.worker_of = [nodes[v * w // n] for v in range(n)]
 
-    def run(self, kind: str, items: Sequence[Item], timeout: float | None) -> list[Item]:
-        by_worker: dict[int, list[Item]] = {}
-        for item in items:
-            by_worker.setdefault(self.worker_of[item[0]], []).append(item)
+    def run(self, kind: str, items: Sequence[Item], timeout: float | None
+            ) -> list[RecordDict | None]:
+        by_worker: dict[int, list[int]] = {}  # worker node -> positions in items
+        for pos, (vid, _) in enumerate(items):
+            by_worker.setdefault(self.worker_of[vid], []).append(pos)
         mtype = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
-        messages = [Message(content=pack(batch), dst_node_id=node, message_type=mtype)
-                    for node, batch in by_worker.items()]
-        replies: list[Item] = []
+        messages = [Message(content=pack([items[p] for p in positions]), dst_node_id=node,
+                            message_type=mtype) for node, positions in by_worker.items()]
+        out: list[RecordDict | None] = [None] * len(items)
         for reply in self.grid.send_and_receive(messages, timeout=timeout):
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("worker %d failed: %s", reply.metadata.src_node_id,
-                            reply.error.reason)
+                log.warning("worker %d failed: %s", node, reply.error.reason)
                 continue
-            replies.extend(unpack(reply.content))
-        return replies
+            for pos, (_, content) in zip(by_worker[node], unpack(reply.content), strict=True):
+                out[pos] = content
+        return out

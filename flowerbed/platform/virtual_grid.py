@@ -52,8 +52,12 @@ class RoundStats:
 
 class VirtualGrid(Grid):
     def __init__(self, transport: Transport, num_nodes: int, ledger: Ledger,
-                 participation: Participation, run: Run | None = None) -> None:
+                 participation: Participation, run: Run | None = None,
+                 count_server_traffic: bool = True) -> None:
         self.transport = transport
+        # False for decentralized strategies: their server traffic is simulation plumbing;
+        # they record the peer-to-peer messages a real deployment would send instead.
+        self.count_server_traffic = count_server_traffic
         self.num_nodes = num_nodes
         self.ledger = ledger
         self.participation = participation
@@ -112,18 +116,17 @@ class VirtualGrid(Grid):
             if not 0 <= dst < self.num_nodes:
                 raise ValueError(
                     f"message to unknown node {dst} (nodes are 0..{self.num_nodes - 1})")
-            self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
+            if self.count_server_traffic:
+                self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
             by_type.setdefault(msg.metadata.message_type, []).append(msg)
         replies: list[Message] = []
         for mtype, msgs in by_type.items():
             kind = "train" if mtype == MessageType.TRAIN else "evaluate"
             out = self.transport.run(kind, [(m.metadata.dst_node_id, m.content) for m in msgs],
                                      timeout)
-            got = dict(out)
             stats = self.round_stats(self.server_round)
-            for msg in msgs:
+            for msg, content in zip(msgs, out, strict=True):
                 vid = msg.metadata.dst_node_id
-                content = got.get(vid)
                 if content is None:
                     reason = "no reply before the round's timeout"
                     replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
@@ -138,7 +141,8 @@ class VirtualGrid(Grid):
                     short = reason.split(":")[0]
                     stats.failure_reasons[short] = stats.failure_reasons.get(short, 0) + 1
                     continue
-                self.ledger.record(vid, SERVER, payload_nbytes(content))
+                if self.count_server_traffic:
+                    self.ledger.record(vid, SERVER, payload_nbytes(content))
                 replies.append(Message(content, reply_to=msg))
                 if kind == "train":
                     stats.participants += 1

@@ -62,6 +62,9 @@ class PlatformStrategy:
     """Mixin: how the platform builds a strategy and reads its extra metrics and state."""
 
     services: Services
+    # True for decentralized strategies: what they send through the server is simulation
+    # plumbing, so the platform does not count it; they record peer messages themselves.
+    routes_through_server: bool = False
 
     @classmethod
     def from_config(cls, cfg: RunConfig, services: Services) -> Self:
@@ -73,6 +76,14 @@ class PlatformStrategy:
     def round_metrics(self, server_round: int) -> dict[str, float]:
         """Extra per-round metrics (logged with the platform's)."""
         return {}
+
+    def evaluation_state(self, state: State) -> State:
+        """The model the platform evaluates, from the arrays ``start()`` reports.
+
+        Identity by default; a strategy whose arrays hold several models (e.g. experts)
+        returns the one the run is judged by.
+        """
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able strategy state for checkpoints (arrays as lists or via numpy keys)."""
