@@ -42,6 +42,28 @@ def resolve_config(app_dir: Path, run_config: list[str] | None) -> RunConfig:
     return parse_run_config(raw)
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Build the data and the model once here, so that mistakes only visible then (a CNN
+    on tabular data, clients left without examples) fail before Flower starts."""
+    import numpy as np
+    import torch
+
+    from flowerbed.clients.data import load_federation
+    from flowerbed.clients.models import build_model
+
+    data = load_federation(cfg)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.asarray(data.test_x[:2], np.float32)))
+    except RuntimeError as err:
+        raise ConfigError("model", cfg.model, f"does not fit the data of shape "
+                          f"{data.input_shape}: {err}") from None
+    if tuple(out.shape) != (min(2, len(data.test_y)), data.num_classes):
+        raise ConfigError("model", cfg.model, f"outputs {tuple(out.shape[1:])} per example, "
+                          f"the data has {data.num_classes} classes")
+
+
 def _fail(err: Exception, code: int = 2) -> int:
     print(f"flowerbed: error: {err}", file=sys.stderr)
     return code
@@ -50,6 +72,7 @@ def _fail(err: Exception, code: int = 2) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(Path(args.app).resolve(), args.run_config)
+        preflight(cfg)
     except ConfigError as err:
         return _fail(err)
     print(f"run config OK: strategy={cfg.strategy} dataset={cfg.dataset} "
@@ -68,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     app_dir = Path(args.app).resolve()
     try:
         cfg = resolve_config(app_dir, args.run_config)
+        preflight(cfg)
     except ConfigError as err:
         return _fail(err)
     out_dir = Path(cfg.output_dir).expanduser()

@@ -22,7 +22,8 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = parse_run_config(dict(context.run_config))
     except ConfigError as err:
+        # Flower marks the run failed only for an exception (SystemExit counts as success)
         log.error("%s", err)
-        raise SystemExit(f"flowerbed: {err}") from None
+        raise ConfigError(err.key, err.value, err.allowed) from None
     result = run_experiment(cfg, grid)
     log.info("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")

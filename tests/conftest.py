@@ -1,0 +1,29 @@
+"""Shared test setup: never touch the network, keep W&B and Flower state in temp dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**overrides: Any) -> dict[str, Any]:
+    """A small in-process run config (kebab-case keys; snake_case accepted here)."""
+    cfg: dict[str, Any] = {"engine": "inprocess", "num-clients": 10, "num-server-rounds": 2,
+                           "fraction-train": 1.0, "tracking": False, "progress": False,
+                           "wandb": False, "local-epochs": 1, "batch-size": 16}
+    cfg.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return cfg
+
+
+@pytest.fixture
+def tiny_config() -> Any:
+    return tiny
