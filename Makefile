@@ -17,6 +17,7 @@ run: $(VENV)/.installed
 
 ## test: the whole test suite (CI runs exactly this)
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

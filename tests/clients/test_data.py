@@ -59,7 +59,7 @@ def test_synthetic_natural_id_recovers_the_generating_clients() -> None:
     assert data.input_shape == (60,)
     assert data.num_classes == 10
     assert all(s == 32 for s in data.sizes)  # 40 each, 20% held out
-    xs, ys = synthetic_clients(7, 1.0, 1.0, 60, 10, 40, True, cfg.seed)
+    _, ys = synthetic_clients(7, 1.0, 1.0, 60, 10, 40, True, cfg.seed)
     assert sum(len(y) for y in ys) == 280
 
 

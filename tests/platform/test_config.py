@@ -65,7 +65,7 @@ def test_unknown_names_list_valid_ones() -> None:
 
 
 def test_import_paths_are_checked() -> None:
-    with pytest.raises(ConfigError, match="cannot import module 'no_such_pkg.mod'"):
+    with pytest.raises(ConfigError, match=r"cannot import module 'no_such_pkg\.mod'"):
         parse_run_config({"strategy": "no_such_pkg.mod:Thing"})
     with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
         parse_run_config({"strategy": "flowerbed.strategies.fedavg:Nope"})
