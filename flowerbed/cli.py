@@ -86,7 +86,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flowerbed.platform.superlink import LocalSuperLink
+    from flowerbed.platform.superlink import BIN_DIR, LocalSuperLink
 
     app_dir = Path(args.app).resolve()
     try:
@@ -107,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for fc in fed:
         cmd += ["--federation-config", fc]
     with LocalSuperLink(flwr_home, cwd=app_dir) as link:
-        proc = subprocess.Popen(["flwr", *cmd], env=link.env, cwd=app_dir, text=True,
+        proc = subprocess.Popen([str(Path(BIN_DIR) / "flwr"), *cmd], env=link.env, cwd=app_dir,
+                                text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         run_id = None
         assert proc.stdout is not None

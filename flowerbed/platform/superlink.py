@@ -16,12 +16,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger(__name__)
+
+
+BIN_DIR = str(Path(sys.executable).parent)  # the venv's bin: flwr, flower-superlink, ...
 
 
 def free_port() -> int:
@@ -45,6 +49,8 @@ class LocalSuperLink:
     @property
     def env(self) -> dict[str, str]:
         env = os.environ.copy()
+        # the SuperLink spawns flower-superexec & co. by name: the venv's must come first
+        env["PATH"] = BIN_DIR + os.pathsep + env.get("PATH", "")
         env.update({
             "FLWR_HOME": str(self.flwr_home),
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
@@ -65,7 +71,8 @@ class LocalSuperLink:
     def start(self) -> LocalSuperLink:
         run_dir = self.flwr_home / "local-superlink"
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+        cmd = [str(Path(BIN_DIR) / "flower-superlink"), "--insecure", "--simulation",
+               "--isolation", "subprocess",
                "--disable-runtime-dependency-installation",
                "--control-api-address", f"127.0.0.1:{self.control_port}",
                "--host", "127.0.0.1", "--port", str(self.http_port),
@@ -111,7 +118,8 @@ class LocalSuperLink:
     def flwr(self, *args: str, capture: bool = False, timeout: float | None = None
              ) -> subprocess.CompletedProcess[str]:
         """Run a ``flwr`` command against this SuperLink."""
-        return subprocess.run(["flwr", *args], env=self.env, cwd=self.cwd, text=True,
+        return subprocess.run([str(Path(BIN_DIR) / "flwr"), *args], env=self.env, cwd=self.cwd,
+                              text=True,
                               capture_output=capture, timeout=timeout, check=False)
 
     def run_status(self, run_id: int) -> tuple[str, str]:
