@@ -191,7 +191,7 @@ def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
         # vectors of floats (e.g. synthetic): one flat copy out of Arrow, no per-row work
         flat = col.flatten().to_numpy(zero_copy_only=False)
         if len(ds) and flat.size % len(ds) == 0:
-            return flat.astype(np.float32, copy=False).reshape(len(ds), -1)
+            return np.array(flat, dtype=np.float32).reshape(len(ds), -1)  # writable copy
     # ds[:] converts the whole column at once; ds[feature] would iterate row by row
     col = ds.with_format("numpy")[:][feature]
     arr = np.asarray(col)
