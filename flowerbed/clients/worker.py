@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
+from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
@@ -62,12 +63,20 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
 
     A client whose work raises gets an error reply; the others are unaffected.
     """
+    batched.set_worker_threads()
     data = load_federation(cfg)
     model = skeleton(cfg, data)
+    # cfg.vmap: all train items at once (position -> result); the rest go one by one
+    done = batched.pretrain(kind, items, cfg, data, model)
     decoded: dict[int, State] = {}
     replies: list[Item] = []
-    for vid, content in items:
+    for pos, (vid, content) in enumerate(items):
         try:
+            if pos in done:
+                new_state, metrics = done[pos]
+                replies.append((vid, RecordDict({"arrays": to_record(new_state),
+                                                 "metrics": MetricRecord(metrics)})))
+                continue
             arrays, config = _arrays_and_config(content)
             if id(arrays) not in decoded:
                 decoded[id(arrays)] = from_record(arrays)

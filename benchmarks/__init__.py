@@ -1,0 +1,1 @@
+"""Performance harness (not timed unit tests): ``python -m benchmarks.run``."""

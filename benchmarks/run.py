@@ -1,0 +1,257 @@
+"""Run the whole benchmark in one invocation: ``python -m benchmarks.run``.
+
+Each (system, workload) runs in a fresh process (clean start-up and memory figures);
+this process samples the resident memory of that process and all its descendants
+(SuperLink, ServerApp, Ray and its workers) every 0.2 s. Results go to
+``benchmarks/results/latest.json`` and ``latest.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.workloads import config
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SYSTEM_NAMES = {
+    "a": "vanilla Flower `flwr run`, one SuperNode per client",
+    "b": "flowerbed `flwr run` (packed, 2 SuperNodes)",
+    "c": "flowerbed in-process engine",
+    "d": "tight sequential PyTorch loop",
+    "e": "pfl-research 0.6 (in-process)",
+    "f": "pure `torch.func.vmap` loop",
+}
+VANILLA_W1_ROUNDS = 2  # 1,000 SuperNodes: about a minute a round plus start-up
+
+
+def plan() -> list[tuple[str, str, int, str]]:
+    """(system, workload, rounds override (0 = the workload's), note)."""
+    from flowerbed.strategies.registry import STRATEGIES
+
+    runs: list[tuple[str, str, int, str]] = []
+    runs += [(s, "W0", 0, "") for s in "fcdeba"]
+    runs += [(s, "W1", 0, "") for s in "fcdeb"]
+    runs.append(("a", "W1", VANILLA_W1_ROUNDS,
+                 f"{VANILLA_W1_ROUNDS} rounds only (vanilla Flower at 1,000 SuperNodes is slow)"))
+    for workload, strategy in (("W2", "dsgd"), ("W3-n1000", "teleportation"),
+                               ("W3-n10000", "teleportation")):
+        note = "" if strategy in STRATEGIES else f"not run: no strategy {strategy!r} in registry"
+        runs += [(s, workload, 0, note) for s in "cb"]
+    runs.append(("b", "M10k", 0, "10,000 virtual clients, memory target"))
+    return runs
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def measure(system: str, workload: str, rounds: int, timeout: float) -> dict[str, Any]:
+    env = os.environ.copy()
+    env["BENCH_T0"] = repr(time.time())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "benchmarks.systems", system, workload]
+    if rounds:
+        cmd += ["--rounds", str(rounds)]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    ps = psutil.Process(proc.pid)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_rss(ps))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in ps.children(recursive=True):
+            child.kill()
+        proc.kill()
+        out, _ = proc.communicate()
+        out += f"\nTIMEOUT after {timeout} s"
+    stop.set()
+    sampler.join()
+    wall = time.time() - t0
+    result: dict[str, Any] = {"system": system, "workload": workload, "total_wall_s": wall,
+                              "peak_rss_gib": peak[0] / 2**30}
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_RESULT ")), None)
+    if line is None or proc.returncode != 0:
+        result["error"] = out[-3000:]
+        return result
+    result.update(json.loads(line.removeprefix("BENCH_RESULT ")))
+    cfg = config(workload, **({"num-server-rounds": rounds} if rounds else {}))
+    per_round = {"teleportation": cfg.get("k-active", 0)}.get(
+        cfg["strategy"], round(cfg["num-clients"] * cfg.get("fraction-train", 1.0)))
+    times = result["round_times"]
+    result["rounds"] = len(times)
+    result["clients_per_round"] = per_round
+    if len(times) > 1:
+        steady = sum(times[1:]) / len(times[1:])
+        result["steady_round_s"] = steady
+        result["client_rounds_per_s"] = per_round / steady
+        result["startup_s"] = result["round1_end_s"] - steady
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import flwr
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in
+                   Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": psutil.virtual_memory().total / 2**30,
+            "os": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "flwr": flwr.__version__,
+            "torch_threads_per_process": 1, "load_average_at_start": os.getloadavg(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+
+
+def _get(results: list[dict[str, Any]], system: str, workload: str) -> dict[str, Any]:
+    return next((r for r in results if r["system"] == system and r["workload"] == workload
+                 and "error" not in r and not r.get("skipped")), {})
+
+
+def ratios(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for every target of the performance issue."""
+    rows: list[tuple[str, str, str]] = []
+
+    def cr(s: str, w: str) -> float | None:
+        return _get(results, s, w).get("client_rounds_per_s")
+
+    def ratio(name: str, num: tuple[str, str], den: tuple[str, str], want: float) -> None:
+        a, b = cr(*num), cr(*den)
+        if a is None or b is None:
+            rows.append((name, "not measured", "n/a"))
+            return
+        rows.append((name, f"{a / b:.2f}x ({a:.0f} / {b:.0f} client-rounds/s)",
+                     "met" if a / b >= want else f"missed ({a / b / want:.0%} of target)"))
+
+    ratio("W0: in-process >= 2x pfl-research", ("c", "W0"), ("e", "W0"), 2.0)
+    ratio("W0: in-process >= 0.6x pure vmap", ("c", "W0"), ("f", "W0"), 0.6)
+    ratio("W1: flwr run >= 50x vanilla flwr run", ("b", "W1"), ("a", "W1"), 50.0)
+    ratio("W1: flwr run >= 0.5x in-process", ("b", "W1"), ("c", "W1"), 0.5)
+    b0, c0 = _get(results, "b", "W0"), _get(results, "c", "W0")
+    if b0.get("steady_round_s") and c0.get("steady_round_s"):
+        d = b0["steady_round_s"] - c0["steady_round_s"]
+        rows.append(("W0: flwr run round within 0.1 s of in-process",
+                     f"+{d:.3f} s ({b0['steady_round_s']:.3f} vs {c0['steady_round_s']:.3f} s)",
+                     "met" if d <= 0.1 else f"missed by {d - 0.1:.3f} s"))
+    for s in "bc":
+        t1, t10 = _get(results, s, "W3-n1000"), _get(results, s, "W3-n10000")
+        if t1.get("steady_round_s") and t10.get("steady_round_s"):
+            q = t10["steady_round_s"] / t1["steady_round_s"]
+            rows.append((f"W3 ({s}): round at n=10,000 within 1.2x of n=1,000",
+                         f"{q:.2f}x ({t10['steady_round_s']:.3f} / {t1['steady_round_s']:.3f} s)",
+                         "met" if q <= 1.2 else f"missed by {q - 1.2:.2f}x"))
+        else:
+            rows.append((f"W3 ({s}): round at n=10,000 within 1.2x of n=1,000", "not run",
+                         "n/a (no teleportation strategy on this branch)"))
+    m = _get(results, "b", "M10k")
+    rows.append(("10,000-client FedAvg via flwr run: peak RSS < 8 GiB",
+                 f"{m['peak_rss_gib']:.2f} GiB" if m else "not measured",
+                 ("met" if m["peak_rss_gib"] < 8 else "missed") if m else "n/a"))
+    accs = {s: _get(results, s, "W1").get("final_accuracy") for s in "bcde"}
+    if all(v is not None for v in accs.values()):
+        spread = (max(accs.values()) - min(accs.values())) * 100  # type: ignore[type-var]
+        rows.append(("W1: pfl, raw loop and flowerbed same accuracy (+-1 point)",
+                     ", ".join(f"{s}: {v:.4f}" for s, v in accs.items()),
+                     "met" if spread <= 1.0 else f"missed (spread {spread:.2f} points)"))
+    return rows
+
+
+def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    lines = ["# flowerbed benchmark: latest run", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']:.0f} GiB RAM, "
+             f"{info['os']}; Python {info['python']}, torch {info['torch']}, flwr "
+             f"{info['flwr']}; {info['torch_threads_per_process']} torch thread per process; "
+             f"load average at start {', '.join(f'{v:.1f}' for v in info['load_average_at_start'])}"
+             f" (the machine is shared); {info['date_utc']} UTC.", "",
+             "| workload | system | client-rounds/s (steady) | round s (steady) | start-up s "
+             "| total wall s | peak RSS GiB | final acc | rounds | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    for r in results:
+        note = r.get("note", "")
+        if "error" in r:
+            last = r["error"].strip().splitlines()[-1][:120]
+            note = (note + "; " if note else "") + "FAILED: " + last
+        lines.append(
+            f"| {r['workload']} | ({r['system']}) {SYSTEM_NAMES[r['system']]} | "
+            f"{f(r.get('client_rounds_per_s'), '.0f')} | {f(r.get('steady_round_s'), '.3f')} | "
+            f"{f(r.get('startup_s'), '.1f')} | {f(r.get('total_wall_s'), '.1f')} | "
+            f"{f(r.get('peak_rss_gib'), '.2f')} | {f(r.get('final_accuracy'), '.4f')} | "
+            f"{r.get('rounds', '-')} | {note} |")
+    lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in ratios(results)]
+    lines += ["", "Steady state = mean of the per-round wall times after the first round; "
+              "start-up = time from process launch to the end of round 1 minus one steady "
+              "round; peak RSS = largest sum of resident memory over the process and all its "
+              "descendants (shared pages counted once per process, so an upper bound)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="*", help="run only these 'system:workload' pairs, e.g. c:W0")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    info = machine()
+    results: list[dict[str, Any]] = []
+    for system, workload, rounds, note in plan():
+        if args.only and f"{system}:{workload}" not in args.only:
+            continue
+        if note.startswith("not run"):
+            results.append({"system": system, "workload": workload, "skipped": True,
+                            "note": note})
+            continue
+        print(f"[bench] ({system}) {workload} ...", flush=True)
+        r = measure(system, workload, rounds, args.timeout)
+        r["note"] = note
+        results.append(r)
+        print(f"[bench]   {r.get('client_rounds_per_s', 0):.0f} client-rounds/s, "
+              f"{r['total_wall_s']:.1f} s, peak {r['peak_rss_gib']:.2f} GiB"
+              + (" FAILED" if "error" in r else ""), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps({"machine": info, "results": results,
+                                                      "targets": ratios(results)}, indent=1))
+    (args.out / "latest.md").write_text(markdown(results, info))
+    print(markdown(results, info))
+
+
+if __name__ == "__main__":
+    main()

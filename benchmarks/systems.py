@@ -1,0 +1,306 @@
+"""One (system, workload) measurement, run in its own process by :mod:`benchmarks.run`.
+
+Systems (the letters of the performance issue):
+  a  vanilla Flower: ``flwr run benchmarks/vanilla``, one SuperNode per client
+  b  flowerbed through ``flwr run`` (virtual clients packed onto 2 SuperNodes)
+  c  flowerbed's in-process engine (``engine = 'inprocess'``)
+  d  a tight sequential PyTorch loop doing the same arithmetic (same batches, same init)
+  e  pfl-research (``pfl``) in-process simulation
+  f  a pure ``torch.func.vmap`` loop over all clients (the hardware reference)
+Every system prints one JSON object: per-round wall times (training rounds only), the
+time from process start to the end of round 1, and the final test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.workloads import config
+
+T0 = float(os.environ.get("BENCH_T0", time.time()))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _result(round_ends: list[float], accuracy: float | None, t_start: float = T0
+            ) -> dict[str, Any]:
+    """round_ends: wall clock at the start of round 1, then at the end of every round."""
+    times = list(np.diff(round_ends))
+    return {"round_times": times, "round1_end_s": round_ends[1] - t_start if times else None,
+            "final_accuracy": accuracy}
+
+
+def _data_and_model(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from flowerbed.clients.data import load_federation
+    from flowerbed.clients.models import build_model
+    from flowerbed.platform.config import parse_run_config
+
+    cfg = parse_run_config(cfg_dict)
+    data = load_federation(cfg)
+    return cfg, data, build_model(cfg, data.input_shape, data.num_classes)
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    logits = model(torch.from_numpy(np.asarray(x, np.float32)))
+    return float((logits.argmax(1) == torch.from_numpy(y)).float().mean())
+
+
+# --- (c) flowerbed in-process ------------------------------------------------------------
+
+def run_inprocess(workload: str, rounds: int | None) -> dict[str, Any]:
+    from flowerbed.platform.config import parse_run_config
+    from flowerbed.platform.runner import run_experiment
+
+    changes = {"num-server-rounds": rounds} if rounds else {}
+    cfg = parse_run_config({**config(workload, **changes), "engine": "inprocess"})
+    records = run_experiment(cfg).records
+    return _result([r["wall_time"] for r in records], records[-1].get("test_accuracy"))
+
+
+# --- (b) flowerbed via flwr run, (a) vanilla Flower ---------------------------------------
+
+def _flwr(app: Path, run_config: dict[str, Any], federation: str) -> None:
+    from flowerbed.platform.superlink import LocalSuperLink
+
+    with tempfile.TemporaryDirectory() as home, LocalSuperLink(home, cwd=app) as link:
+        args = ["run", ".", "--stream", "--run-config",
+                " ".join(f"{k}={_toml(v)}" for k, v in run_config.items()),
+                "--federation-config", federation]
+        proc = link.flwr(*args, capture=True, timeout=3600)
+        found = re.search(r"Successfully started run (\d+)", proc.stdout + proc.stderr)
+        if not found:
+            raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
+        status, details = link.wait_finished(int(found.group(1)), timeout=3600)
+        if status != "finished:completed":
+            raise RuntimeError(f"{status} {details} {proc.stdout[-3000:]}")
+
+
+def run_flowerbed_flwr(workload: str, rounds: int | None) -> dict[str, Any]:
+    changes = {"num-server-rounds": rounds} if rounds else {}
+    with tempfile.TemporaryDirectory() as out:
+        cfg = {**config(workload, **changes), "tracking": True, "wandb": False,
+               "output-dir": out, "run-name": "bench", "workers": 2}
+        _flwr(REPO, cfg, "num-supernodes=2 client-resources-num-cpus=1")
+        lines = (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(ln) for ln in lines if ln.strip()]
+    return _result([r["wall_time"] for r in records], records[-1].get("test_accuracy"))
+
+
+def run_vanilla(workload: str, rounds: int | None) -> dict[str, Any]:
+    cfg = config(workload, **({"num-server-rounds": rounds} if rounds else {}))
+    with tempfile.TemporaryDirectory() as out:
+        log_path = Path(out) / "rounds.jsonl"
+        _flwr(REPO / "benchmarks" / "vanilla",
+              {"workload": workload, "num-server-rounds": cfg["num-server-rounds"],
+               "log-path": str(log_path)},
+              f"num-supernodes={cfg['num-clients']}")
+        records = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
+    return _result([r["wall_time"] for r in records], records[-1]["accuracy"])
+
+
+# --- (d) tight sequential loop ------------------------------------------------------------
+
+def run_loop(workload: str, rounds: int | None) -> dict[str, Any]:
+    """Plain autograd + in-place SGD, client after client; flowerbed's batch plans."""
+    from flowerbed.clients.training import TrainParams, batch_plan, client_rng
+
+    cfg, data, model = _data_and_model(config(workload))
+    params = TrainParams.from_config(cfg)
+    global_w = [p.detach().clone() for p in model.parameters()]
+    xs = [torch.from_numpy(np.asarray(x, np.float32)) for x in data.x]
+    ys = [torch.from_numpy(y) for y in data.y]
+    ends = [time.time()]
+    for rnd in range(1, (rounds or cfg.num_server_rounds) + 1):
+        acc = [torch.zeros_like(w, dtype=torch.float64) for w in global_w]
+        total = float(data.sizes.sum())
+        for c in range(cfg.num_clients):
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), global_w, strict=True):
+                    p.copy_(w)
+            for idx in batch_plan(len(ys[c]), params, client_rng(cfg.seed, rnd, c)):
+                t = torch.from_numpy(idx)
+                loss = torch.nn.functional.cross_entropy(model(xs[c][t]), ys[c][t])
+                model.zero_grad(set_to_none=True)
+                loss.backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= params.lr * p.grad
+            with torch.no_grad():
+                for a, p in zip(acc, model.parameters(), strict=True):
+                    a += (len(ys[c]) / total) * p.double()
+        global_w = [a.float() for a in acc]
+        ends.append(time.time())
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), global_w, strict=True):
+            p.copy_(w)
+    return _result(ends, _accuracy(model, data.test_x, data.test_y))
+
+
+# --- (f) pure vmap ---------------------------------------------------------------------------
+
+def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
+    """All clients' parameters stacked, one vmapped gradient per step; torch RNG batches."""
+    from torch.func import functional_call, grad, vmap
+
+    cfg, data, model = _data_and_model(config(workload))
+    sizes = torch.from_numpy(data.sizes.astype(np.int64))
+    order = torch.argsort(sizes, descending=True)  # active clients = a prefix
+    sizes = sizes[order]
+    n_max, c = int(sizes.max()), cfg.num_clients
+    x = torch.zeros(c, n_max, *data.input_shape)
+    y = torch.zeros(c, n_max, dtype=torch.int64)
+    for r, i in enumerate(order.tolist()):
+        x[r, :len(data.y[i])] = torch.from_numpy(np.asarray(data.x[i], np.float32))
+        y[r, :len(data.y[i])] = torch.from_numpy(data.y[i])
+    b = cfg.batch_size
+    if cfg.local_steps:
+        steps = torch.full((c,), cfg.local_steps)
+    else:
+        steps = cfg.local_epochs * torch.ceil(sizes / b).long()
+    weights = (sizes / sizes.sum()).float()
+    names = [k for k, _ in model.named_parameters()]
+
+    def loss(w: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
+             m: torch.Tensor) -> torch.Tensor:
+        ce = torch.nn.functional.cross_entropy(functional_call(model, w, (xb,)), yb,
+                                               reduction="none")
+        return (ce * m).sum() / m.sum().clamp_min(1.0)
+
+    vgrad = vmap(grad(loss))
+    global_w = {k: v.detach().clone() for k, v in model.named_parameters()}
+    torch.manual_seed(cfg.seed)
+    rows = torch.arange(c)[:, None]
+    ends = [time.time()]
+    for _ in range(rounds or cfg.num_server_rounds):
+        w = {k: v.unsqueeze(0).repeat(c, *([1] * v.dim())) for k, v in global_w.items()}
+        pad = (torch.arange(n_max)[None, :] >= sizes[:, None]).float() * 2.0
+        perm = torch.argsort(torch.rand(c, n_max) + pad, dim=1)  # real rows first
+        for s in range(int(steps.max())):
+            a = int((steps > s).sum())
+            if cfg.local_steps:  # fresh permutation per step (batch = local data here)
+                perm = torch.argsort(torch.rand(c, n_max) + pad, dim=1)
+                start = 0
+            else:
+                start = (s % math.ceil(n_max / b)) * b
+            idx = perm[:a, start:start + b]
+            m = ((start + torch.arange(idx.shape[1]))[None, :] < sizes[:a, None]).float()
+            g = vgrad({k: v[:a] for k, v in w.items()}, x[rows[:a], idx], y[rows[:a], idx], m)
+            with torch.no_grad():
+                for k in names:
+                    w[k][:a] -= cfg.lr * g[k]
+        global_w = {k: (weights.view(-1, *([1] * (v.dim() - 1))) * v).sum(0)
+                    for k, v in w.items()}
+        ends.append(time.time())
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(global_w[k])
+    return _result(ends, _accuracy(model, data.test_x, data.test_y))
+
+
+# --- (e) pfl-research ----------------------------------------------------------------------
+
+def run_pfl(workload: str, rounds: int | None) -> dict[str, Any]:
+    """FedAvg in pfl-research's in-process simulation, same data, model and init."""
+    from pfl.aggregate.simulate import SimulatedBackend
+    from pfl.algorithm import FederatedAveraging, NNAlgorithmParams
+    from pfl.callback.base import TrainingProcessCallback
+    from pfl.data.dataset import Dataset
+    from pfl.data.federated_dataset import FederatedDataset
+    from pfl.data.sampling import get_user_sampler
+    from pfl.hyperparam import NNEvalHyperParams, NNTrainHyperParams
+    from pfl.metrics import Metrics, Weighted
+    from pfl.model.pytorch import PyTorchModel
+
+    cfg, data, base = _data_and_model(config(workload))
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = base
+
+        def forward(self, xb: torch.Tensor) -> torch.Tensor:
+            return self.net(xb)
+
+        def loss(self, xb: torch.Tensor, yb: torch.Tensor, eval: bool = False
+                 ) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(self(xb), yb.long())
+
+        @torch.no_grad()
+        def metrics(self, xb: torch.Tensor, yb: torch.Tensor, eval: bool = False
+                    ) -> dict[str, Any]:
+            logits = self(xb)
+            n = len(yb)
+            return {"loss": Weighted(float(torch.nn.functional.cross_entropy(
+                logits, yb.long(), reduction="sum")), n),
+                "accuracy": Weighted(float((logits.argmax(1) == yb).sum()), n)}
+
+    net = Net()
+    users = {str(i): [torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(y)]
+             for i, (x, y) in enumerate(zip(data.x, data.y, strict=True))}
+    sampler = get_user_sampler("minimize_reuse", list(users))
+    fed = FederatedDataset(lambda uid: Dataset(users[uid], user_id=uid), sampler)
+    val = FederatedDataset(lambda uid: Dataset(users[uid], user_id=uid),
+                           get_user_sampler("minimize_reuse", list(users)))
+    model = PyTorchModel(net, local_optimizer_create=torch.optim.SGD,
+                         central_optimizer=torch.optim.SGD(net.parameters(), lr=1.0))
+    n_rounds = rounds or cfg.num_server_rounds
+    ends: list[float] = []
+
+    class Timer(TrainingProcessCallback):
+        def on_train_begin(self, *, model: Any) -> Any:
+            ends.append(time.time())
+            return Metrics()
+
+        def after_central_iteration(self, aggregate_metrics: Any, model: Any, *,
+                                    central_iteration: int) -> Any:
+            ends.append(time.time())
+            return False, Metrics()
+
+    train = NNTrainHyperParams(local_num_epochs=None if cfg.local_steps else cfg.local_epochs,
+                               local_num_steps=cfg.local_steps or None,
+                               local_learning_rate=cfg.lr, local_batch_size=cfg.batch_size)
+    algo = NNAlgorithmParams(central_num_iterations=n_rounds, evaluation_frequency=10**6,
+                             train_cohort_size=cfg.num_clients, val_cohort_size=0)
+    FederatedAveraging().run(algorithm_params=algo, backend=SimulatedBackend(fed, val),
+                             model=model, model_train_params=train,
+                             model_eval_params=NNEvalHyperParams(local_batch_size=1024),
+                             callbacks=[Timer()], send_metrics_to_platform=False)
+    return _result(ends, _accuracy(net, data.test_x, data.test_y))
+
+
+SYSTEMS = {"a": run_vanilla, "b": run_flowerbed_flwr, "c": run_inprocess, "d": run_loop,
+           "e": run_pfl, "f": run_vmap}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("system", choices=sorted(SYSTEMS))
+    p.add_argument("workload")
+    p.add_argument("--rounds", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = SYSTEMS[args.system](args.workload, args.rounds or None)
+    sys.stdout.write("BENCH_RESULT " + json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Vanilla Flower baseline app (benchmarks only)."""

@@ -1,0 +1,55 @@
+"""The workloads of the performance issue, as flowerbed run configs.
+
+W0: FedAvg, MLP 64-32-10 on 64 features, 100 clients x 3 rounds, 5 local SGD steps of
+    batch 64 on each client's own 64 examples (synthetic, equal sizes).
+W1: FedAvg on Synthetic(1, 1) (60 features, 10 classes), 1,000 clients with ~100
+    examples each (LEAF's lognormal sizes, so unequal step counts), logistic regression,
+    one local epoch of batch 10, 10 rounds.
+W2: D-SGD on W1's data, 1,000 nodes on a ring, 10 rounds.
+W3: Teleportation, k = 32 active slots, n = 1,000 and n = 10,000, 10 rounds.
+M10k: FedAvg with 10,000 virtual clients (W1's setup) in one ``flwr run``: peak memory.
+Every client trains each round (fraction-train = 1); the global model is evaluated on
+the held-out test set at the end only, on every system alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COMMON: dict[str, Any] = {"tracking": False, "progress": False, "wandb": False}
+
+W0: dict[str, Any] = {
+    **COMMON, "strategy": "fedavg", "num-clients": 100, "num-server-rounds": 3,
+    "dataset": "synthetic", "synthetic-dim": 64, "synthetic-classes": 10,
+    "synthetic-samples": 80, "synthetic-iid-size": True, "test-fraction": 0.2,
+    "partitioner": "natural-id", "model": "mlp", "hidden-sizes": "32",
+    "local-steps": 5, "batch-size": 64, "lr": 0.1, "fraction-train": 1.0,
+}
+
+W1: dict[str, Any] = {
+    **COMMON, "strategy": "fedavg", "num-clients": 1000, "num-server-rounds": 10,
+    "dataset": "synthetic", "synthetic-alpha": 1.0, "synthetic-beta": 1.0,
+    "synthetic-dim": 60, "synthetic-classes": 10, "synthetic-samples": 100,
+    "test-fraction": 0.2, "partitioner": "natural-id", "model": "logreg",
+    "local-epochs": 1, "local-steps": 0, "batch-size": 10, "lr": 0.05,
+    "fraction-train": 1.0,
+}
+
+W2: dict[str, Any] = {**W1, "strategy": "dsgd", "topology": "ring"}
+
+W3_1K: dict[str, Any] = {**W1, "strategy": "teleportation", "k-active": 32,
+                         "topology": "ring"}
+W3_10K: dict[str, Any] = {**W3_1K, "num-clients": 10000}
+
+M10K: dict[str, Any] = {**W1, "num-clients": 10000, "num-server-rounds": 3}
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "W0": W0, "W1": W1, "W2": W2, "W3-n1000": W3_1K, "W3-n10000": W3_10K, "M10k": M10K,
+}
+
+
+def config(name: str, **changes: Any) -> dict[str, Any]:
+    """The run config of workload ``name``, evaluated at the end only."""
+    cfg = {**WORKLOADS[name], **changes}
+    cfg.setdefault("eval-every", cfg["num-server-rounds"])
+    return cfg

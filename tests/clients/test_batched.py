@@ -1,0 +1,80 @@
+"""Batched (vmap) local training equals the sequential loop client by client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flowerbed.clients.batched import ClientJob, train_batched, vmap_supported
+from flowerbed.clients.training import TrainParams, client_rng, local_train
+from flowerbed.platform.arrays import module_state
+
+
+def _clients(sizes: list[int], dim: int = 6, classes: int = 3, seed: int = 0
+             ) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rows = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(sizes))]
+    return torch.from_numpy(x), torch.from_numpy(y), rows
+
+
+def _mlp(dim: int = 6, classes: int = 3) -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(dim, 5), nn.ReLU(), nn.Linear(5, classes))
+
+
+def _check(model: nn.Module, sizes: list[int], params: list[TrainParams],
+           shared_state: bool = True) -> None:
+    x, y, rows = _clients(sizes)
+    base = module_state(model)
+    states = [base if shared_state else
+              {k: v + 0.1 * i for k, v in base.items()} for i in range(len(sizes))]
+    jobs = [ClientJob(states[i], rows[i], params[i], client_rng(7, 3, i))
+            for i in range(len(sizes))]
+    got = train_batched(model, jobs, x, y)
+    assert len(got) == len(sizes)
+    for i, (state, metrics) in enumerate(got):
+        want_state, want_metrics = local_train(model, states[i], x[rows[i]].numpy(),
+                                               y[rows[i]].numpy(), params[i],
+                                               client_rng(7, 3, i))
+        assert state.keys() == want_state.keys()
+        for k in want_state:
+            np.testing.assert_allclose(state[k], want_state[k], atol=1e-5, rtol=1e-5)
+        assert metrics["num-steps"] == want_metrics["num-steps"]
+        assert metrics["num-examples"] == want_metrics["num-examples"]
+        assert metrics["train_loss"] == pytest.approx(want_metrics["train_loss"], abs=1e-5)
+    # the clients really trained: states moved away from the start
+    assert not np.allclose(got[0][0]["1.weight"], states[0]["1.weight"])
+
+
+def test_equal_sizes_fixed_steps() -> None:
+    p = TrainParams(lr=0.1, local_steps=5, batch_size=4)
+    _check(_mlp(), [8] * 6, [p] * 6)
+
+
+def test_unequal_sizes_epochs_pad_and_mask() -> None:
+    # 2 epochs, batch 4: step counts 2..10, last batches of 1-3 examples, a client < batch
+    p = TrainParams(lr=0.05, local_epochs=2, batch_size=4)
+    _check(_mlp(), [3, 4, 9, 17, 6, 13], [p] * 6)
+
+
+def test_momentum_weight_decay_proximal_and_own_states() -> None:
+    p = TrainParams(lr=0.05, momentum=0.9, weight_decay=0.01, proximal_mu=0.5,
+                    local_epochs=1, batch_size=3)
+    _check(_mlp(), [5, 11, 7, 2], [p] * 4, shared_state=False)
+
+
+def test_per_client_learning_rates_are_grouped() -> None:
+    ps = [TrainParams(lr=lr, local_steps=3, batch_size=4) for lr in (0.1, 0.01, 0.1, 0.3)]
+    _check(_mlp(), [8, 8, 5, 9], ps)
+
+
+def test_fallback_models_are_named() -> None:
+    assert vmap_supported(_mlp())
+    assert not vmap_supported(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+    assert not vmap_supported(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))
