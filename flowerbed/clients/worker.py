@@ -22,6 +22,14 @@ from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
 from flowerbed.platform.arrays import State, from_record, to_record
 from flowerbed.platform.config import RunConfig
+from flowerbed.platform.faults import (
+    LATENCY_KEY,
+    Fault,
+    FaultPlan,
+    InjectedFailure,
+    late_arrival,
+    round_and_attempt,
+)
 from flowerbed.platform.packing import Item
 
 log = logging.getLogger(__name__)
@@ -60,10 +68,12 @@ def _arrays_and_config(content: RecordDict) -> tuple[ArrayRecord, ConfigRecord]:
 def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
     """Train or evaluate every (virtual node id, content) item; one reply per item.
 
-    A client whose work raises gets an error reply; the others are unaffected.
+    A client whose work raises gets an error reply; the others are unaffected. Injected
+    faults (:mod:`flowerbed.platform.faults`) that happen on the node are applied here.
     """
     data = load_federation(cfg)
     model = skeleton(cfg, data)
+    faults = FaultPlan.from_config(cfg)
     decoded: dict[int, State] = {}
     replies: list[Item] = []
     for vid, content in items:
@@ -73,10 +83,16 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                 decoded[id(arrays)] = from_record(arrays)
             state = decoded[id(arrays)]
             x, y = data.x[vid], data.y[vid]
+            server_round, attempt = round_and_attempt(content)
+            fault = faults.fault(server_round, attempt, vid)
+            if fault is Fault.FAILED:
+                raise InjectedFailure("injected client failure")
             if kind == "train":
                 params = TrainParams.from_config(cfg, dict(config))
                 rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
                 new_state, metrics = local_train(model, state, x, y, params, rng)
+                if fault is Fault.CORRUPT:
+                    new_state = faults.corrupt(new_state, server_round, attempt, vid)
                 reply = RecordDict({"arrays": to_record(new_state),
                                     "metrics": MetricRecord(metrics)})
             else:
@@ -84,6 +100,8 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})
+            if fault is Fault.LATE:
+                reply[LATENCY_KEY] = ConfigRecord({"arrival-s": late_arrival(cfg.round_timeout)})
         except Exception as err:  # one client's failure must not fail the batch
             log.debug("client %d failed: %s", vid, traceback.format_exc())
             reply = error_reply(f"{type(err).__name__}: {err}")
