@@ -55,6 +55,12 @@ def _split(obj: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
     return obj
 
 
+def split_arrays(doc: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """(JSON part, {path: array}) of a nested state: what a checkpoint stores."""
+    arrays: dict[str, np.ndarray] = {}
+    return _split(doc, arrays, ""), arrays
+
+
 def _join(obj: Any, arrays: Any) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
@@ -80,8 +86,7 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 def save(run_dir: Path, doc: dict[str, Any]) -> Path:
     """Write ``doc`` (JSON values and numpy arrays, nested) atomically."""
-    arrays: dict[str, np.ndarray] = {}
-    meta = _split(doc, arrays, "")
+    meta, arrays = split_arrays(doc)
     arrays[_JSON] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = Path(run_dir) / CHECKPOINT_FILE
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
