@@ -76,13 +76,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return flwr_run(app_dir, run_config, args.federation_config, out_dir)
 
 
-def toml_value(value: Any) -> str:
-    """A run-config value as TOML, for ``--run-config key=value``."""
+def toml_value(key: str, value: Any) -> str:
+    """A run-config value as TOML that Flower's ``--run-config`` parser reads back.
+
+    That parser takes a quoted value up to the next quote of the same kind, so a string
+    becomes a TOML literal string ('...', no escapes) unless it holds a single quote.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string for any text JSON can escape
-    return repr(value)
+    if not isinstance(value, str):
+        return repr(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value and "\\" not in value:
+        return json.dumps(value)
+    raise ConfigError(key, value, "cannot be passed to flwr run (holds both quote kinds)")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -106,7 +114,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         result = run_experiment(cfg)
         print(f"flowerbed: resumed run completed; outputs in {result.run_dir}")
         return 0
-    run_config = [f"{k}={toml_value(v)}" for k, v in cfg.as_dict().items()]
+    try:
+        run_config = [f"{k}={toml_value(k, v)}" for k, v in cfg.as_dict().items()]
+    except ConfigError as err:
+        return _fail(err)
     return flwr_run(Path(args.app).resolve(), run_config, args.federation_config, run_dir)
 
 
