@@ -133,3 +133,31 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
     assert cli_main(["resume", str(run_dir), "--in-process"]) == 0
     assert metrics(run_dir) == metrics(reference.run_dir)
     assert [r["round"] for r in metrics(run_dir)] == list(range(13))
+
+
+@pytest.mark.slow
+def test_resume_through_flwr_run_matches_uninterrupted(tmp_path, reference):
+    """Interrupted in this process, resumed by `flowerbed resume` on Flower's Ray backend
+    (FlowerTransport, packed messages): same metrics as the uninterrupted in-process run,
+    to the float tolerance the execution paths promise."""
+    cfg = parse_run_config(config(tmp_path, "via-flwr", engine="flower"))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, extra_trackers=[Crash(after=11)])
+    run_dir = tmp_path / "via-flwr"
+    assert checkpoint.load(run_dir)["round"] == 10
+    app = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "flowerbed"), "resume", str(run_dir), str(app),
+         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
+        env={**os.environ, "FLWR_HOME": str(tmp_path / "home")}, cwd=app, text=True,
+        capture_output=True, timeout=400, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got, want = metrics(run_dir), metrics(reference.run_dir)
+    assert [r["round"] for r in got] == list(range(13))
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for k in w:
+            if isinstance(w[k], float):
+                assert g[k] == pytest.approx(w[k], abs=1e-5), (g["round"], k)
+            else:
+                assert g[k] == w[k], (g["round"], k)
