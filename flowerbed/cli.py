@@ -9,6 +9,7 @@ run`` itself exits 0 even when the ServerApp fails) and stops the SuperLink it s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -86,8 +87,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flowerbed.platform.superlink import BIN_DIR, LocalSuperLink
-
     app_dir = Path(args.app).resolve()
     try:
         cfg = resolve_config(app_dir, args.run_config)
@@ -98,7 +97,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not out_dir.is_absolute():
         out_dir = app_dir / out_dir
     run_config = [*(args.run_config or []), f'output-dir="{out_dir}"']
-    fed = args.federation_config or [
+    return flwr_run(app_dir, run_config, args.federation_config, out_dir)
+
+
+def toml_value(key: str, value: Any) -> str:
+    """A run-config value as TOML that Flower's ``--run-config`` parser reads back.
+
+    That parser takes a quoted value up to the next quote of the same kind, so a string
+    becomes a TOML literal string ('...', no escapes) unless it holds a single quote.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str):
+        return repr(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value and "\\" not in value:
+        return json.dumps(value)
+    raise ConfigError(key, value, "cannot be passed to flwr run (holds both quote kinds)")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a run from its folder's last checkpoint, with the config it was started with."""
+    from flowerbed.platform import checkpoint
+
+    run_dir = Path(args.run_dir).resolve()
+    try:
+        raw = dict(checkpoint.load(run_dir)["config"])
+        raw["resume-from"] = str(run_dir)
+        if args.num_server_rounds:
+            raw["num-server-rounds"] = args.num_server_rounds
+        cfg = parse_run_config(raw)
+    except ConfigError as err:
+        return _fail(err)
+    if args.in_process:
+        from flowerbed.platform.logging_setup import setup_logging
+        from flowerbed.platform.runner import run_experiment
+
+        setup_logging()
+        result = run_experiment(cfg)
+        print(f"flowerbed: resumed run completed; outputs in {result.run_dir}")
+        return 0
+    try:
+        run_config = [f"{k}={toml_value(k, v)}" for k, v in cfg.as_dict().items()]
+    except ConfigError as err:
+        return _fail(err)
+    return flwr_run(Path(args.app).resolve(), run_config, args.federation_config, run_dir)
+
+
+def flwr_run(app_dir: Path, run_config: list[str], federation_config: list[str] | None,
+             out_dir: Path) -> int:
+    """``flwr run --stream`` on a private local SuperLink; non-zero unless it completed."""
+    from flowerbed.platform.superlink import BIN_DIR, LocalSuperLink
+
+    fed = federation_config or [
         f"num-supernodes={os.cpu_count() or 2} client-resources-num-cpus=1"]
     flwr_home = Path(os.environ.get("FLWR_HOME") or app_dir / ".flwr")
     cmd = ["run", str(app_dir), "--stream"]
@@ -141,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--federation-config", action="append",
                    help="e.g. 'num-supernodes=4' (default: one per CPU core)")
     r.set_defaults(func=cmd_run)
+    rs = sub.add_parser("resume", help="continue a run from its folder's last checkpoint")
+    rs.add_argument("run_dir", help="the run folder (holds checkpoint.npz)")
+    rs.add_argument("app", nargs="?", default=".", help="the Flower app folder")
+    rs.add_argument("--num-server-rounds", type=int, default=0,
+                    help="extend the run to this many rounds (default: as configured)")
+    rs.add_argument("--in-process", action="store_true",
+                    help="run the rest in this process, without Flower (engine inprocess)")
+    rs.add_argument("--federation-config", action="append",
+                    help="as for run (flwr path only)")
+    rs.set_defaults(func=cmd_resume)
     c = sub.add_parser("check", help="validate the run config and exit")
     with_config(c)
     c.set_defaults(func=cmd_check)

@@ -302,7 +302,12 @@ def _load_cached(_key: tuple[Any, ...], cfg: RunConfig) -> FederatedData:
     else:
         train, test, shape, classes = OFFLINE_BUILDERS[cfg.dataset](cfg)
         feature = "x"
-    parts = _partition_rows(train, make_partitioner(cfg), cfg.num_clients)
+    try:
+        parts = _partition_rows(train, make_partitioner(cfg), cfg.num_clients)
+    except ValueError as err:  # Flower Datasets' own checks: a config mistake, say which
+        key = "min-partition-size" if cfg.min_partition_size > 0 else "partitioner"
+        raise ConfigError(key, cfg[key], f"Flower Datasets cannot partition {cfg.dataset} "
+                          f"over {cfg.num_clients} clients this way: {err}") from None
     x_all = _to_array(train, feature).reshape(len(train), *shape)
     y_all = np.asarray(train.with_format("numpy")[:][label], dtype=np.int64)
     test_x = _to_array(test, feature).reshape(len(test), *shape)
@@ -351,6 +356,6 @@ def check_data_config(cfg: RunConfig) -> None:
         if cfg.num_clients > n_train:
             raise ConfigError("num-clients", cfg.num_clients,
                               f"more clients than the {n_train} training examples of {ds}")
-    if ds == "synthetic" and cfg.test_fraction <= 0:
+    if not ds.startswith("hf:") and cfg.test_fraction <= 0:
         raise ConfigError("test-fraction", cfg.test_fraction,
-                          "synthetic data needs a held-out share > 0")
+                          f"{ds} needs a held-out share > 0 (the server's test set)")

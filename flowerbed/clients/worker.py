@@ -23,6 +23,14 @@ from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
 from flowerbed.platform.arrays import State, from_record, to_record
 from flowerbed.platform.config import RunConfig
+from flowerbed.platform.faults import (
+    LATENCY_KEY,
+    Fault,
+    FaultPlan,
+    InjectedFailure,
+    late_arrival,
+    round_and_attempt,
+)
 from flowerbed.platform.packing import Item
 
 log = logging.getLogger(__name__)
@@ -61,31 +69,42 @@ def _arrays_and_config(content: RecordDict) -> tuple[ArrayRecord, ConfigRecord]:
 def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
     """Train or evaluate every (virtual node id, content) item; one reply per item.
 
-    A client whose work raises gets an error reply; the others are unaffected.
+    A client whose work raises gets an error reply; the others are unaffected. Injected
+    faults (:mod:`flowerbed.platform.faults`) that happen on the node are applied here.
     """
     batched.set_worker_threads()
     data = load_federation(cfg)
     model = skeleton(cfg, data)
-    # cfg.vmap: all train items at once (position -> result); the rest go one by one
-    done = batched.pretrain(kind, items, cfg, data, model)
+    faults = FaultPlan.from_config(cfg)
+    plan = [faults.fault(*round_and_attempt(content), vid) for vid, content in items]
+    # cfg.vmap: all train items at once (position -> result); the rest go one by one.
+    # Clients whose ClientApp is to fail this round are not trained at all.
+    alive = [pos for pos, f in enumerate(plan) if f is not Fault.FAILED]
+    done = {alive[p]: r for p, r in batched.pretrain(kind, [items[p] for p in alive], cfg,
+                                                         data, model).items()}
     decoded: dict[int, State] = {}
     replies: list[Item] = []
     for pos, (vid, content) in enumerate(items):
         try:
-            if pos in done:
+            fault = plan[pos]
+            if fault is Fault.FAILED:
+                raise InjectedFailure("injected client failure")
+            server_round, attempt = round_and_attempt(content)
+            if kind == "train" and pos in done:
                 new_state, metrics = done[pos]
-                replies.append((vid, RecordDict({"arrays": to_record(new_state),
-                                                 "metrics": MetricRecord(metrics)})))
-                continue
-            arrays, config = _arrays_and_config(content)
-            if id(arrays) not in decoded:
-                decoded[id(arrays)] = from_record(arrays)
-            state = decoded[id(arrays)]
-            x, y = data.x[vid], data.y[vid]
+            else:
+                arrays, config = _arrays_and_config(content)
+                if id(arrays) not in decoded:
+                    decoded[id(arrays)] = from_record(arrays)
+                state = decoded[id(arrays)]
+                x, y = data.x[vid], data.y[vid]
             if kind == "train":
-                params = TrainParams.from_config(cfg, dict(config))
-                rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
-                new_state, metrics = local_train(model, state, x, y, params, rng)
+                if pos not in done:
+                    params = TrainParams.from_config(cfg, dict(config))
+                    rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
+                    new_state, metrics = local_train(model, state, x, y, params, rng)
+                if fault is Fault.CORRUPT:
+                    new_state = faults.corrupt(new_state, server_round, attempt, vid)
                 reply = RecordDict({"arrays": to_record(new_state),
                                     "metrics": MetricRecord(metrics)})
             else:
@@ -93,6 +112,8 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})
+            if fault is Fault.LATE:
+                reply[LATENCY_KEY] = ConfigRecord({"arrival-s": late_arrival(cfg.round_timeout)})
         except Exception as err:  # one client's failure must not fail the batch
             log.debug("client %d failed: %s", vid, traceback.format_exc())
             reply = error_reply(f"{type(err).__name__}: {err}")

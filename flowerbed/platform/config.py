@@ -169,6 +169,8 @@ KEYS: tuple[Key, ...] = (
     Key("min-replies", 1, "fewest replies for a round to count", positive),
     Key("on-too-few", "skip", "what to do with a round below min-replies",
         one_of("skip", "retry")),
+    Key("max-retries", 2, "on-too-few = 'retry': re-sampled attempts before skipping",
+        non_negative),
     # --- execution
     Key("engine", "flower", "'flower' (Flower transport, Ray backend) or 'inprocess'",
         one_of("flower", "inprocess")),
@@ -185,6 +187,7 @@ KEYS: tuple[Key, ...] = (
     Key("wandb-project", "flowerbed", "W&B project"),
     Key("wandb-group", "", "W&B group (sweeps set it)"),
     Key("checkpoint-every", 0, "checkpoint every this many rounds (0 = off)", non_negative),
+    Key("resume-from", "", "run folder to resume from its last checkpoint ('' = new run)"),
     Key("progress", True, "print one progress line per round"),
 )
 
@@ -295,6 +298,18 @@ def _check_cross_keys(cfg: RunConfig) -> None:
     if cfg.participation_min > cfg.participation_mean:
         raise ConfigError("participation-min", cfg.participation_min,
                           f"must be <= participation-mean ({cfg.participation_mean})")
+    rates = ("failure-rate", "dropout-rate", "straggler-rate", "corrupt-rate")
+    if sum(cfg[k] for k in rates) > 1.0:
+        last = [k for k in rates if cfg[k] > 0][-1]
+        raise ConfigError(last, cfg[last], "the fault rates (" + " + ".join(rates)
+                          + ") must add up to at most 1")
+    if cfg.min_replies > cfg.num_clients:
+        raise ConfigError("min-replies", cfg.min_replies,
+                          f"must be <= num-clients ({cfg.num_clients})")
+    if (cfg.checkpoint_every > 0 or cfg.resume_from) and not cfg.tracking:
+        key = "checkpoint-every" if cfg.checkpoint_every > 0 else "resume-from"
+        raise ConfigError(key, cfg[key], "needs tracking = true (checkpoints live in the "
+                          "run folder)")
 
 
 def defaults() -> dict[str, Any]:

@@ -7,6 +7,7 @@ in-process engine call it without one. Either way the same strategy code runs ag
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import re
@@ -24,7 +25,9 @@ from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import evaluate
 from flowerbed.platform.arrays import State, from_record, module_state, to_record
-from flowerbed.platform.config import RunConfig
+from flowerbed.platform.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
+from flowerbed.platform.config import ConfigError, RunConfig
+from flowerbed.platform.faults import FaultPlan
 from flowerbed.platform.ledger import Ledger
 from flowerbed.platform.participation import build_participation
 from flowerbed.platform.trackers import RunInfo, Tracker, TrackerList
@@ -105,6 +108,7 @@ class RoundHook:
     records: list[dict[str, Any]] = field(default_factory=list)
     final_state: State | None = None
     t_start: float = field(default_factory=time.time)
+    checkpointer: Checkpointer | None = None
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = from_record(arrays)
@@ -122,8 +126,10 @@ class RoundHook:
         stats = self.grid.round_stats(server_round)
         rec["participants"] = stats.participants
         rec["failures"] = stats.failures
+        rec.update({k: getattr(stats, k) for k in FAULT_COUNTS})
+        rec["faults_injected"] = stats.injected
         if stats.failure_reasons:
-            log.warning("round %d: %d failed replies (%s)", server_round,
+            log.warning("round %d: %d unusable replies (%s)", server_round,
                         sum(stats.failure_reasons.values()),
                         ", ".join(f"{k}: {v}" for k, v in stats.failure_reasons.items()))
         rec["train_loss"] = stats.train_loss
@@ -133,8 +139,15 @@ class RoundHook:
             rec.update(self.strategy.round_metrics(server_round))
         self.records.append(rec)
         self.trackers.after_round(rec)
+        if self.checkpointer and self.checkpointer.due(server_round, self.cfg.num_server_rounds):
+            # before begin_round: the participation state is that of the round boundary
+            self.checkpointer.save(server_round, from_record(arrays), self.strategy,
+                                   self.grid.participation, self.ledger, self.records)
         self.grid.begin_round(server_round + 1)
         return out
+
+
+FAULT_COUNTS = ("failed", "dropped", "late", "corrupt")
 
 
 def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run_dir: Path | None,
@@ -155,7 +168,10 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
         "totals": {**ledger.cumulative(),
                    "participants": sum(r.get("participants", 0) for r in records),
                    "failures": sum(r.get("failures", 0) for r in records),
-                   "rejected_updates": sum(r.get("rejected_updates", 0) for r in records)},
+                   "rejected_updates": sum(r.get("rejected_updates", 0) for r in records),
+                   **{k: sum(r.get(k, 0) for r in records)
+                      for k in (*FAULT_COUNTS, "faults_injected", "round_skipped")},
+                   "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records)},
     }
 
 
@@ -167,12 +183,31 @@ def ensure_task_identity() -> None:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
 
 
+def restore(resume: Resume, strategy: Any, grid: VirtualGrid, hook: RoundHook) -> State:
+    """Put the checkpointed state back; return the global arrays to start from."""
+    if "first_round" not in inspect.signature(strategy.start).parameters:
+        raise ConfigError("resume-from", str(resume.run_dir),
+                          f"strategy {type(strategy).__name__} cannot resume: its start() "
+                          "takes no first_round")
+    doc = resume.doc
+    if hasattr(strategy, "load_state_dict"):
+        strategy.load_state_dict(doc["strategy"])
+    grid.participation.load_state_dict(doc["participation"])
+    hook.ledger.load_state_dict(doc["ledger"])
+    hook.records.extend(doc["records"])
+    set_rng_states(doc["rng"])
+    grid.begin_round(resume.last_round + 1)
+    log.info("resuming %s after round %d", resume.run_dir, resume.last_round)
+    return resume.arrays
+
+
 def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
     """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process."""
     t0 = time.time()
     if grid is None:
         ensure_task_identity()
+    resume = open_resume(cfg.resume_from, cfg.as_dict()) if cfg.resume_from else None
     seed_everything(cfg.seed)
     data = load_federation(cfg)
     model = build_model(cfg, data.input_shape, data.num_classes)
@@ -193,20 +228,31 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
     strategy = build_strategy(cfg, services)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
-                                                         False))
-    run_dir = make_run_dir(cfg) if cfg.tracking else None
+                                                         False),
+                        faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout)
+    if resume is not None:
+        run_dir: Path | None = resume.run_dir
+    else:
+        run_dir = make_run_dir(cfg) if cfg.tracking else None
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     hook = RoundHook(cfg, data, model, vgrid, ledger, strategy, trackers)
+    if run_dir is not None and cfg.checkpoint_every > 0:
+        hook.checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, cfg.as_dict())
+    start_kwargs: dict[str, Any] = {}
+    initial = module_state(model)
+    if resume is not None:
+        initial = restore(resume, strategy, vgrid, hook)
+        start_kwargs["first_round"] = resume.last_round + 1
     info = RunInfo(run_dir=run_dir or Path("."), config=cfg.as_dict(),
                    num_rounds=cfg.num_server_rounds, name=run_name(cfg) if run_dir is None
-                   else run_dir.name)
+                   else run_dir.name, first_round=start_kwargs.get("first_round", 1))
     trackers.on_train_begin(info)
     status, error = "completed", None
     try:
-        strategy.start(grid=vgrid, initial_arrays=to_record(module_state(model)),
+        strategy.start(grid=vgrid, initial_arrays=to_record(initial),
                        num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout,
                        train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
-                       evaluate_fn=hook)
+                       evaluate_fn=hook, **start_kwargs)
     except BaseException as err:
         status, error = "failed", f"{type(err).__name__}: {err}"
         raise

@@ -20,7 +20,14 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from flowerbed.clients.worker import reply_error
-from flowerbed.platform.arrays import record_nbytes
+from flowerbed.platform.arrays import from_record, record_nbytes
+from flowerbed.platform.faults import (
+    LATENCY_KEY,
+    Fault,
+    FaultPlan,
+    check_reply_arrays,
+    round_and_attempt,
+)
 from flowerbed.platform.ledger import SERVER, Ledger
 from flowerbed.platform.participation import Participation
 from flowerbed.platform.transport import Transport
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 
 ERROR_CLIENT_FAILED = 1
 ERROR_NO_REPLY = 2
+ERROR_LATE = 3
+ERROR_CORRUPT = 4
 
 
 def payload_nbytes(content: RecordDict) -> int:
@@ -44,6 +53,19 @@ class RoundStats:
     loss_sum: float = 0.0
     loss_weight: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    # training replies not used, by cause (they add up to ``failures``)
+    failed: int = 0  # the client raised
+    dropped: int = 0  # no reply
+    late: int = 0  # the reply arrived after the round's timeout
+    corrupt: int = 0  # non-finite or wrongly shaped arrays
+    injected: int = 0  # faults the fault plan injected into this round's messages
+
+    def count(self, cause: str, reason: str, train: bool) -> None:
+        """One unusable reply; counted for training, logged (once per round) for both."""
+        if train:
+            self.failures += 1
+            setattr(self, cause, getattr(self, cause) + 1)
+        self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
 
     @property
     def train_loss(self) -> float | None:
@@ -51,10 +73,21 @@ class RoundStats:
 
 
 class VirtualGrid(Grid):
+    """What a strategy gets back for a message that produced no usable reply is an
+    error reply (``msg.has_error()``), with code ERROR_CLIENT_FAILED (the client raised),
+    ERROR_NO_REPLY (dropped out), ERROR_LATE (answered after ``round_timeout``) or
+    ERROR_CORRUPT (non-finite arrays, or an array sent as shape s that came back with
+    another shape). The faulty content itself never reaches the strategy, so a strategy
+    that keeps state per node simply keeps that node's last good state.
+    """
+
     def __init__(self, transport: Transport, num_nodes: int, ledger: Ledger,
                  participation: Participation, run: Run | None = None,
-                 count_server_traffic: bool = True) -> None:
+                 count_server_traffic: bool = True, faults: FaultPlan | None = None,
+                 round_timeout: float = float("inf")) -> None:
         self.transport = transport
+        self.faults = faults or FaultPlan(0)
+        self.round_timeout = round_timeout
         # False for decentralized strategies: their server traffic is simulation plumbing;
         # they record the peer-to-peer messages a real deployment would send instead.
         self.count_server_traffic = count_server_traffic
@@ -120,26 +153,47 @@ class VirtualGrid(Grid):
                 self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
             by_type.setdefault(msg.metadata.message_type, []).append(msg)
         replies: list[Message] = []
+        stats = self.round_stats(self.server_round)
         for mtype, msgs in by_type.items():
             kind = "train" if mtype == MessageType.TRAIN else "evaluate"
-            out = self.transport.run(kind, [(m.metadata.dst_node_id, m.content) for m in msgs],
-                                     timeout)
-            stats = self.round_stats(self.server_round)
-            for msg, content in zip(msgs, out, strict=True):
+            train = kind == "train"
+            delivered = []
+            for msg in msgs:
+                fault = self.faults.fault(*round_and_attempt(msg.content),
+                                          msg.metadata.dst_node_id)
+                stats.injected += fault is not None
+                if fault is Fault.DROPPED:  # the node is gone: the message gets no reply
+                    reason = "no reply before the round's timeout"
+                    replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
+                    stats.count("dropped", reason, train)
+                else:
+                    delivered.append(msg)
+            out = self.transport.run(
+                kind, [(m.metadata.dst_node_id, m.content) for m in delivered], timeout)
+            for msg, content in zip(delivered, out, strict=True):
                 vid = msg.metadata.dst_node_id
                 if content is None:
                     reason = "no reply before the round's timeout"
                     replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
-                    stats.failures += kind == "train"
-                    stats.failure_reasons[reason] = stats.failure_reasons.get(reason, 0) + 1
+                    stats.count("dropped", reason, train)
                     continue
                 reason = reply_error(content)
                 if reason is not None:
                     replies.append(Message(Error(ERROR_CLIENT_FAILED, reason), reply_to=msg))
-                    if kind == "train":
-                        stats.failures += 1
-                    short = reason.split(":")[0]
-                    stats.failure_reasons[short] = stats.failure_reasons.get(short, 0) + 1
+                    stats.count("failed", reason.split(":")[0], train)
+                    continue
+                if LATENCY_KEY in content:
+                    arrival = float(content[LATENCY_KEY]["arrival-s"])
+                    del content[LATENCY_KEY]
+                    if arrival > self.round_timeout:
+                        reason = "reply after the round's timeout (discarded)"
+                        replies.append(Message(Error(ERROR_LATE, reason), reply_to=msg))
+                        stats.count("late", reason, train)
+                        continue
+                reason = self._corrupt(msg.content, content)
+                if reason is not None:
+                    replies.append(Message(Error(ERROR_CORRUPT, reason), reply_to=msg))
+                    stats.count("corrupt", reason.split(":")[0], train)
                     continue
                 if self.count_server_traffic:
                     self.ledger.record(vid, SERVER, payload_nbytes(content))
@@ -152,3 +206,13 @@ class VirtualGrid(Grid):
                         stats.loss_sum += float(m["train_loss"]) * w
                         stats.loss_weight += w
         return replies
+
+    @staticmethod
+    def _corrupt(sent: RecordDict, reply: RecordDict) -> str | None:
+        """Why the reply's arrays are unusable (see :func:`check_reply_arrays`), or None."""
+        got = next(iter(reply.array_records.values()), None)
+        if got is None:
+            return None
+        ref = next(iter(sent.array_records.values()), None)
+        shapes = {k: tuple(a.shape) for k, a in ref.items()} if ref is not None else None
+        return check_reply_arrays(shapes, from_record(got))

@@ -14,6 +14,8 @@ availability itself.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,9 +24,12 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.serverapp.strategy import Result
 
 from flowerbed.platform.arrays import State, from_record, to_record
 from flowerbed.platform.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -86,7 +91,8 @@ class PlatformStrategy:
         return state
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able strategy state for checkpoints (arrays as lists or via numpy keys)."""
+        """Strategy state for checkpoints: nested dicts/lists of JSON values and numpy
+        arrays (the checkpoint stores arrays in an .npz, the rest as JSON; no pickle)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -102,12 +108,15 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
 
     Subclasses override :meth:`aggregate` (new global state from the updates). Replies that
     failed, or carry non-finite or wrongly shaped arrays, are never aggregated; they are
-    counted in :attr:`rejected` and logged once per round.
+    counted in :attr:`rejected` and logged once per round. A round with fewer than
+    ``min_replies`` good training replies is re-sampled up to ``max_retries`` times
+    (``on_too_few='retry'``) and otherwise skipped: the global model stays as it was.
     """
 
     def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 0.0,
                  min_train_nodes: int = 1, server_lr: float = 1.0, proximal_mu: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, min_replies: int = 1, on_too_few: str = "skip",
+                 max_retries: int = 0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=0,
                          min_available_nodes=0)
@@ -117,14 +126,84 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         self.global_state: State | None = None
         self.rejected: dict[int, int] = {}
         self.services = Services(num_nodes=0, seed=seed)
+        self.min_replies = min_replies
+        self.on_too_few = on_too_few
+        self.max_retries = max_retries if on_too_few == "retry" else 0
+        self.attempts: dict[int, int] = {}  # round -> training attempts made
+        self.skipped: set[int] = set()  # rounds without enough good replies
 
     @classmethod
     def from_config(cls, cfg: RunConfig, services: Services) -> Self:
         obj = cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_nodes, server_lr=cfg.server_lr,
-                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
+                  proximal_mu=cfg.proximal_mu, seed=cfg.seed, min_replies=cfg.min_replies,
+                  on_too_few=cfg.on_too_few, max_retries=cfg.max_retries)
         obj.services = services
         return obj
+
+    # --- the round loop
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              first_round: int = 1) -> Result:
+        """Flower's ``Strategy.start`` loop, plus resuming and the min-replies rule.
+
+        ``first_round`` > 1 resumes a run: ``initial_arrays`` is the global model after
+        round ``first_round - 1`` (already evaluated), so server-round numbers, and with
+        them every client's seeds, are those of the uninterrupted run.
+        """
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        result = Result()
+        t_start = time.time()
+        log.info("%s: rounds %d..%d", type(self).__name__, first_round, num_rounds)
+        if evaluate_fn and first_round == 1:
+            res = evaluate_fn(0, initial_arrays)
+            if res is not None:
+                result.evaluate_metrics_serverapp[0] = res
+        arrays = initial_arrays
+        for current_round in range(first_round, num_rounds + 1):
+            replies = self._train_round(current_round, arrays, train_config, grid, timeout)
+            if replies is not None:
+                agg_arrays, agg_metrics = self.aggregate_train(current_round, replies)
+                if agg_arrays is not None:
+                    result.arrays = arrays = agg_arrays
+                if agg_metrics is not None:
+                    result.train_metrics_clientapp[current_round] = agg_metrics
+            eval_replies = grid.send_and_receive(
+                messages=self.configure_evaluate(current_round, arrays, evaluate_config, grid),
+                timeout=timeout)
+            agg_eval = self.aggregate_evaluate(current_round, eval_replies)
+            if agg_eval is not None:
+                result.evaluate_metrics_clientapp[current_round] = agg_eval
+            if evaluate_fn:
+                res = evaluate_fn(current_round, arrays)
+                if res is not None:
+                    result.evaluate_metrics_serverapp[current_round] = res
+        result.arrays = arrays
+        log.info("strategy finished in %.2f s", time.time() - t_start)
+        return result
+
+    def _train_round(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                     grid: Grid, timeout: float) -> list[Message] | None:
+        """The round's training replies, or None if the round is skipped (too few)."""
+        for attempt in range(self.max_retries + 1):
+            self.attempts[server_round] = attempt + 1
+            cfg = ConfigRecord(dict(config))
+            cfg["attempt"] = attempt  # new fault draws for the re-sampled clients
+            replies = list(grid.send_and_receive(
+                messages=self.configure_train(server_round, arrays, cfg, grid),
+                timeout=timeout))
+            good = sum(not m.has_error() for m in replies)
+            if good >= self.min_replies:
+                return replies
+            log.warning("round %d: %d good replies < min-replies %d (attempt %d of %d)",
+                        server_round, good, self.min_replies, attempt + 1,
+                        self.max_retries + 1)
+        self.skipped.add(server_round)
+        log.warning("round %d skipped: the global model is unchanged", server_round)
+        return None
 
     # --- sampling
     def sample(self, grid: Grid, fraction: float, minimum: int) -> list[int]:
@@ -217,7 +296,23 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                              for k in ("eval_loss", "eval_accuracy")})
 
     def round_metrics(self, server_round: int) -> dict[str, float]:
-        return {"rejected_updates": float(self.rejected.get(server_round, 0))}
+        return {"rejected_updates": float(self.rejected.get(server_round, 0)),
+                "attempts": float(self.attempts.get(server_round, 0)),
+                "round_skipped": float(server_round in self.skipped)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state,
+                "global_state": dict(self.global_state or {}),
+                "rejected": {str(k): v for k, v in self.rejected.items()},
+                "attempts": {str(k): v for k, v in self.attempts.items()},
+                "skipped": sorted(self.skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.global_state = dict(state["global_state"]) or None
+        self.rejected = {int(k): int(v) for k, v in state["rejected"].items()}
+        self.attempts = {int(k): int(v) for k, v in state["attempts"].items()}
+        self.skipped = {int(r) for r in state["skipped"]}
 
     def summary(self) -> None:
         return None
