@@ -304,7 +304,7 @@ def _load_cached(_key: tuple[Any, ...], cfg: RunConfig) -> FederatedData:
         feature = "x"
     try:
         parts = _partition_rows(train, make_partitioner(cfg), cfg.num_clients)
-    except ValueError as err:  # Flower Datasets' own checks: a config mistake, say which
+    except (ValueError, ZeroDivisionError) as err:  # Flower Datasets' checks: a config mistake
         key = "min-partition-size" if cfg.min_partition_size > 0 else "partitioner"
         raise ConfigError(key, cfg[key], f"Flower Datasets cannot partition {cfg.dataset} "
                           f"over {cfg.num_clients} clients this way: {err}") from None
@@ -356,6 +356,11 @@ def check_data_config(cfg: RunConfig) -> None:
         if cfg.num_clients > n_train:
             raise ConfigError("num-clients", cfg.num_clients,
                               f"more clients than the {n_train} training examples of {ds}")
+        if (cfg.partitioner == "shard"
+                and cfg.num_clients * cfg.shards_per_partition > n_train):
+            raise ConfigError("shards-per-partition", cfg.shards_per_partition,
+                              f"{cfg.num_clients} clients x {cfg.shards_per_partition} shards "
+                              f"is more shards than the {n_train} training examples of {ds}")
     if not ds.startswith("hf:") and cfg.test_fraction <= 0:
         raise ConfigError("test-fraction", cfg.test_fraction,
                           f"{ds} needs a held-out share > 0 (the server's test set)")
