@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 SERVER = -1  # node id of the server in ledger entries
 
 
@@ -77,6 +79,26 @@ class Ledger:
         else:
             t.bytes_p2p += total
             self.total_bytes_p2p += total
+
+    def record_many(self, src: np.ndarray, dst: np.ndarray, nbytes: int) -> None:
+        """One message of ``nbytes`` from each ``src[e]`` to ``dst[e]`` (peer edges)."""
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        if src.size == 0:
+            return
+        if (src == SERVER).any() or (dst == SERVER).any():
+            for a, b in zip(src.tolist(), dst.tolist(), strict=True):
+                self.record(a, b, nbytes)
+            return
+        t = self._traffic()
+        count = int(src.size)
+        t.messages += count
+        t.bytes_p2p += count * nbytes
+        self.total_messages += count
+        self.total_bytes_p2p += count * nbytes
+        for nodes, counter, unit in ((src, t.sent, nbytes), (dst, t.received, nbytes),
+                                     (src, t.messages_sent, 1)):
+            ids, counts = np.unique(nodes, return_counts=True)
+            counter.update(dict(zip(ids.tolist(), (counts * unit).tolist(), strict=True)))
 
     def round_summary(self, server_round: int) -> dict[str, Any]:
         return self.rounds.get(server_round, RoundTraffic()).summary()

@@ -1,0 +1,276 @@
+"""The documented base class of decentralized strategies: one model per node (or slot).
+
+A decentralized algorithm has no server model. In simulation the server only routes what
+peers would send each other: it holds every node's model as one stacked float32 array
+``x`` of shape (n, P) (flat parameter vectors, never dicts of small tensors), sends each
+active node its own model to train, and applies the gossip/mixing step itself. What a
+real deployment would send (one message per directed edge per exchange, model-size
+bytes) is recorded in the ledger with :meth:`record_edges`; the platform does not count
+the simulation's server routing (``routes_through_server = True``).
+
+A node whose training fails (error reply, non-finite or mis-shaped model) keeps its last
+good model: :meth:`train` returns the input model for it. No model state is ever lost.
+
+Writing one (about 30 lines): subclass, implement :meth:`init_models` if not every node
+starts from x_0, and :meth:`step` (one round: call :meth:`train` on the active nodes,
+mix, record edges). The platform evaluates :meth:`report_state` (x-bar, the "single
+global merge" model) every round and logs :meth:`round_metrics`: mean and std of the
+accuracy of a fixed sample of ``eval-nodes`` node models and the consensus distance
+(1/n) sum_i ||x_i - x_bar||^2.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from flowerbed.platform.arrays import State, flatten, from_record, to_record, unflatten
+from flowerbed.strategies.base import PlatformStrategy, Services
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from flowerbed.platform.config import RunConfig
+    from flowerbed.platform.topologies import Topology
+
+log = logging.getLogger(__name__)
+
+
+class DecentralizedStrategy(PlatformStrategy, Strategy):
+    """Base for D-SGD, gossip, Teleportation, MoDeST and user decentralized strategies."""
+
+    routes_through_server = True
+
+    def __init__(self, num_nodes: int, seed: int = 0, eval_nodes: int = 20,
+                 eval_every: int = 1, num_rounds: int = 1,
+                 variance_correction: bool = False) -> None:
+        self.n = num_nodes
+        self.rng = np.random.default_rng([seed, 271828])
+        self.eval_every = eval_every
+        self.num_rounds = num_rounds
+        self.variance_correction = variance_correction
+        self.x: np.ndarray = np.zeros((0, 0), np.float32)  # (models, P)
+        self.like: State = {}
+        self.model_bytes = 0
+        sample_rng = np.random.default_rng([seed, 31337])
+        self.eval_sample = np.sort(sample_rng.choice(num_nodes, min(eval_nodes, num_nodes),
+                                                     replace=False))
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.failed: dict[int, int] = {}
+        self.services = Services(num_nodes=num_nodes, seed=seed)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
+        obj = cls(**cls.config_kwargs(cfg))
+        obj.services = services
+        return obj
+
+    @classmethod
+    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
+        """Constructor arguments from the run config; extend in subclasses."""
+        return {"num_nodes": cfg.num_clients, "seed": cfg.seed, "eval_nodes": cfg.eval_nodes,
+                "eval_every": cfg.eval_every, "num_rounds": cfg.num_server_rounds,
+                "variance_correction": cfg.variance_correction}
+
+    # --- what subclasses implement
+    def init_models(self, x0: np.ndarray) -> np.ndarray:
+        """The stacked models before round 1 (default: every node starts from x_0)."""
+        return np.tile(x0, (self.n, 1))
+
+    def step(self, server_round: int, grid: Grid, timeout: float) -> None:
+        """One round: train the active nodes, mix, record the peer messages."""
+        raise NotImplementedError
+
+    def report_state(self) -> np.ndarray:
+        """The flat model the platform evaluates each round: x-bar."""
+        return self.x.mean(axis=0)
+
+    def node_models(self) -> np.ndarray:
+        """(models, P) rows whose accuracy is sampled for the per-node metrics."""
+        return self.x
+
+    # --- services for subclasses
+    def train(self, grid: Grid, nodes: list[int], models: np.ndarray, server_round: int,
+              timeout: float, config: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Each ``nodes[i]`` trains ``models[i]`` locally; returns (rows, ok).
+
+        A node that fails (error reply, no reply, non-finite or mis-shaped model) keeps its
+        input model: its row is returned unchanged, ``ok[i]`` is False, and it is counted.
+        """
+        out = np.array(models, dtype=np.float32, copy=True)
+        ok = np.zeros(len(nodes), dtype=bool)
+        if not nodes:
+            return out, ok
+        conf = {"server-round": server_round, **(config or {})}
+        messages = [Message(content=RecordDict({"arrays": to_record(unflatten(models[i],
+                                                                              self.like)),
+                                                "config": ConfigRecord(dict(conf))}),
+                            dst_node_id=int(node), message_type=MessageType.TRAIN,
+                            group_id=str(server_round))
+                    for i, node in enumerate(nodes)]
+        pos = {int(node): i for i, node in enumerate(nodes)}
+        failed = 0
+        answered = set()
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            i = pos.get(reply.metadata.src_node_id)
+            if i is None:
+                continue
+            answered.add(i)
+            if reply.has_error():
+                failed += 1
+                continue
+            arrays = next(iter(reply.content.array_records.values()), None)
+            vec = self._decode(arrays)
+            if vec is None:
+                failed += 1
+                continue
+            out[i] = vec
+            ok[i] = True
+        failed += len(nodes) - len(answered)
+        if failed:
+            self.failed[server_round] = self.failed.get(server_round, 0) + failed
+        return out, ok
+
+    def _decode(self, arrays: ArrayRecord | None) -> np.ndarray | None:
+        if arrays is None:
+            return None
+        state = from_record(arrays)
+        if state.keys() != self.like.keys() or any(
+                state[k].shape != self.like[k].shape for k in self.like):
+            return None
+        vec = flatten(state).astype(np.float32)
+        return vec if np.isfinite(vec).all() else None
+
+    def record_edges(self, src: Iterable[int], dst: Iterable[int]) -> None:
+        """One model-size peer message per (src, dst) pair, in the ledger."""
+        self.services.ledger.record_many(np.fromiter(src, np.int64),
+                                         np.fromiter(dst, np.int64), self.model_bytes)
+
+    def record_topology(self, topology: Topology, step: int, nodes: np.ndarray | None = None
+                        ) -> None:
+        """The messages of one exchange over ``topology`` (rows = slots; ``nodes`` maps
+        slot -> node id when the topology is over slots rather than nodes)."""
+        w = topology.matrix(step).tocoo()
+        off = w.row != w.col
+        src, dst = w.col[off], w.row[off]  # x_i <- sum_j W_ij x_j: j sends to i
+        if nodes is not None:
+            src, dst = nodes[src], nodes[dst]
+        self.record_edges(src, dst)
+
+    def mix(self, topology: Topology, x: np.ndarray, step: int) -> np.ndarray:
+        """x <- W x, with the vanishing-variance correction if enabled."""
+        mixed = topology.mix(x, step).astype(np.float32)
+        if self.variance_correction:
+            mixed = self.correct_variance(mixed, topology.mix(self.tensor_vars(x), step))
+        return mixed
+
+    def tensor_slices(self) -> list[slice]:
+        out, i = [], 0
+        for v in self.like.values():
+            out.append(slice(i, i + v.size))
+            i += v.size
+        return out
+
+    def tensor_vars(self, x: np.ndarray) -> np.ndarray:
+        """(models, tensors): the variance of each weight tensor of each model."""
+        return np.stack([x[:, s].var(axis=1) for s in self.tensor_slices()], axis=1)
+
+    def correct_variance(self, avg: np.ndarray, target_var: np.ndarray) -> np.ndarray:
+        """Tian et al. 2024 (arXiv 2404.04616), our reading: per weight tensor, rescale the
+        averaged model's deviation from its mean so that its variance equals the (mixing-
+        weighted) mean variance of the models that were averaged."""
+        out = avg.copy()
+        for t, s in enumerate(self.tensor_slices()):
+            if s.stop - s.start < 2:
+                continue
+            seg = avg[:, s]
+            mu = seg.mean(axis=1, keepdims=True)
+            var = seg.var(axis=1, keepdims=True)
+            scale = np.sqrt(np.divide(target_var[:, t:t + 1], var,
+                                      out=np.ones_like(var), where=var > 1e-12))
+            out[:, s] = mu + (seg - mu) * scale
+        return out
+
+    # --- the round loop (Flower's Strategy.start signature, plus resuming)
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              first_round: int = 1) -> Result:
+        result = Result()
+        if first_round == 1 or self.x.size == 0:
+            self.like = from_record(initial_arrays)
+            self.x = self.init_models(flatten(self.like).astype(np.float32))
+        self.model_bytes = int(sum(v.size for v in self.like.values())) * 4
+        if evaluate_fn and first_round == 1:
+            self._evaluate(0, evaluate_fn, result)
+        for t in range(first_round, num_rounds + 1):
+            self.step(t, grid, timeout)
+            if evaluate_fn:
+                self._evaluate(t, evaluate_fn, result)
+        result.arrays = to_record(unflatten(self.report_state(), self.like))
+        return result
+
+    def _evaluate(self, t: int, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+                  result: Result) -> None:
+        if t == 0 or t % self.eval_every == 0 or t == self.num_rounds:
+            self.metrics[t] = self.node_metrics()
+        res = evaluate_fn(t, to_record(unflatten(self.report_state(), self.like)))
+        if res is not None:
+            result.evaluate_metrics_serverapp[t] = res
+
+    def node_metrics(self) -> dict[str, float]:
+        models = self.node_models()
+        xbar = models.mean(axis=0)
+        out = {"consensus_distance": float(((models - xbar) ** 2).sum(axis=1).mean())}
+        if self.services.evaluate is not None and len(models):
+            rows = self.eval_sample[self.eval_sample < len(models)]
+            accs = [self.services.evaluate(unflatten(models[i], self.like))["accuracy"]
+                    for i in rows]
+            out["node_accuracy_mean"] = float(np.mean(accs))
+            out["node_accuracy_std"] = float(np.std(accs))
+        return out
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        return {**self.metrics.get(server_round, {}),
+                "failed_nodes": float(self.failed.get(server_round, 0))}
+
+    # --- checkpoints: the stacked models and the RNG
+    def state_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "like_names": list(self.like),
+                "like": {k: v for k, v in self.like.items()},
+                "rng": self.rng.bit_generator.state,
+                "failed": {str(k): v for k, v in self.failed.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.x = np.asarray(state["x"], np.float32)
+        self.like = {k: np.asarray(state["like"][k]) for k in state["like_names"]}
+        self.rng.bit_generator.state = state["rng"]
+        self.failed = {int(k): int(v) for k, v in state["failed"].items()}
+
+    # --- Flower's abstract per-round methods: start() drives rounds itself
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return []
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return None, None
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log.info("%s: %d nodes", type(self).__name__, self.n)

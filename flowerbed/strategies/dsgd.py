@@ -1,0 +1,55 @@
+"""Decentralized SGD / D-PSGD (Lian et al., NeurIPS 2017).
+
+Every node keeps its own model. Round t (a gossip step): each available node takes I
+local SGD steps, x_i^{t+1/2} = x_i^t - eta sum g_i; then every node averages with its
+neighbours, x_i^{t+1} = sum_j W_ij x_j^{t+1/2}, W the topology's doubly stochastic mixing
+matrix at step t (time-varying for one-peer exponential and Base-(k+1) graphs). A node
+that is unavailable or fails keeps x_i^t for its half step. One peer message per directed
+edge per step goes into the ledger. With ``final-merge`` the last round ends with a naive
+all-reduce (n (n - 1) messages) after which every node holds x-bar.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from flowerbed.platform.topologies import Topology, build_topology
+from flowerbed.strategies.decentralized import DecentralizedStrategy
+
+if TYPE_CHECKING:
+    from flowerbed.platform.config import RunConfig
+
+
+class DSGD(DecentralizedStrategy):
+    def __init__(self, topology: Topology, final_merge: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.topology = topology
+        self.final_merge = final_merge
+
+    @classmethod
+    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
+        return {**super().config_kwargs(cfg), "final_merge": cfg.final_merge,
+                "topology": build_topology(cfg.topology, cfg.num_clients, degree=cfg.degree,
+                                           edge_probability=cfg.edge_probability,
+                                           seed=cfg.seed)}
+
+    def step(self, server_round: int, grid: Grid, timeout: float) -> None:
+        active = sorted(int(v) for v in grid.get_node_ids())
+        half = self.x.copy()
+        half[active], _ = self.train(grid, active, self.x[active], server_round, timeout)
+        step = server_round - 1
+        self.x = self.mix(self.topology, half, step)
+        self.record_topology(self.topology, step)
+        if self.final_merge and server_round == self.num_rounds:
+            self.all_reduce()
+
+    def all_reduce(self) -> None:
+        """Naive all-reduce: every node sends its model to every other node."""
+        n = self.n
+        src = np.repeat(np.arange(n), n - 1)
+        dst = np.array([j for i in range(n) for j in range(n) if j != i], dtype=np.int64)
+        self.record_edges(src, dst)
+        self.x[:] = self.x.mean(axis=0)

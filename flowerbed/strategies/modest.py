@@ -1,0 +1,61 @@
+"""MoDeST-style decentralized sampling (Dhasade et al., 2023).
+
+Each round a pseudo-random sample of s trainers and a aggregators is drawn (seeded, so
+every node could compute it). Trainers download the model from one of the previous
+round's aggregators, train it, and send it to every current aggregator; the aggregators
+average what they receive (weighted equally) and become the next round's source. All
+aggregators of a round hold the same average, so one model describes the system state.
+The ledger counts s downloads and s * a uploads per round, all peer-to-peer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from flowerbed.strategies.decentralized import DecentralizedStrategy
+
+if TYPE_CHECKING:
+    from flowerbed.platform.config import RunConfig
+
+
+class MoDeST(DecentralizedStrategy):
+    def __init__(self, trainers: int, aggregators: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.s = min(trainers, self.n)
+        self.a = min(aggregators, self.n)
+        self.sources = np.zeros(0, dtype=np.int64)  # previous round's aggregators
+
+    @classmethod
+    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
+        return {**super().config_kwargs(cfg), "trainers": cfg.trainers,
+                "aggregators": cfg.aggregators}
+
+    def init_models(self, x0: np.ndarray) -> np.ndarray:
+        return x0[None, :].copy()  # the aggregators' common model
+
+    def step(self, server_round: int, grid: Grid, timeout: float) -> None:
+        available = np.array(sorted(int(v) for v in grid.get_node_ids()), dtype=np.int64)
+        if available.size == 0:
+            return
+        trainers = self.rng.choice(available, size=min(self.s, available.size), replace=False)
+        aggregators = self.rng.choice(available, size=min(self.a, available.size),
+                                      replace=False)
+        if self.sources.size:  # each trainer downloads from one previous aggregator
+            self.record_edges(self.rng.choice(self.sources, size=trainers.size), trainers)
+        trained, ok = self.train(grid, trainers.tolist(),
+                                 np.repeat(self.x, trainers.size, axis=0), server_round, timeout)
+        self.record_edges(np.repeat(trainers[ok], aggregators.size),
+                          np.tile(aggregators, int(ok.sum())))
+        if ok.any():
+            self.x = trained[ok].mean(axis=0, keepdims=True)
+        self.sources = aggregators
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "sources": self.sources.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.sources = np.asarray(state["sources"], np.int64)
