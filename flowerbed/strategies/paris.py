@@ -135,10 +135,19 @@ class Paris(CentralizedStrategy):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
               timeout: float = 3600, train_config: ConfigRecord | None = None,
               evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
-              ) -> Result:
-        """Expand the run's single initial model into E experts (and a router)."""
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              first_round: int = 1) -> Result:
+        """Expand the run's single initial model into E experts (and a router).
+
+        Arrays that already hold the experts (a resumed run, ``first_round`` > 1, which
+        the platform's start loop supports) are taken as they are.
+        """
         base = from_record(initial_arrays)
+        resume = {"first_round": first_round} if first_round != 1 else {}
+        if next(iter(base), "").startswith("expert0."):
+            self.experts, self.router = self.unpack(base)
+            return super().start(grid, initial_arrays, num_rounds, timeout, train_config,
+                                 evaluate_config, evaluate_fn, **resume)
         build = self.services.build_model
         seed = self.services.seed
         self.experts = [module_state(build(seed + e, self.num_classes)) if build
@@ -146,7 +155,7 @@ class Paris(CentralizedStrategy):
         if self.sync_every == 0 and build is not None:
             self.router = module_state(build(seed + self.num_experts, self.num_experts))
         return super().start(grid, to_record(self.pack()), num_rounds, timeout, train_config,
-                             evaluate_config, evaluate_fn)
+                             evaluate_config, evaluate_fn, **resume)
 
     # --- one round
     def _group_sample(self, available: list[int], fraction: float, minimum: int

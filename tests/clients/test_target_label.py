@@ -1,6 +1,7 @@
 """The worker's ``target-label`` hook: a client trains on one label for all its inputs."""
 
 import numpy as np
+import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from flowerbed.clients.data import load_federation
@@ -18,9 +19,10 @@ def test_training_labels():
     assert training_labels(y, ConfigRecord({})) is y
 
 
-def test_worker_trains_on_the_target_label():
+@pytest.mark.parametrize("vmap", [False, True])  # every training path must honour it
+def test_worker_trains_on_the_target_label(vmap):
     cfg = parse_run_config({"num-clients": 5, "model": "logreg", "local-steps": 2,
-                            "vmap": False})
+                            "vmap": vmap})
     data = load_federation(cfg)
     model = build_model(cfg, data.input_shape, 3)  # a 3-way router, e.g.
     state = module_state(model)
