@@ -19,6 +19,8 @@ parameters every few rounds instead. Here:
   ``target-label``, honoured by the worker; ``router-epochs`` local epochs), and the server
   averages the router updates FedAvg-style. No client shares data or its expert with
   another group; the router costs one extra model exchange per participating client.
+  Clients train the router with their usual model skeleton: parameters are passed
+  functionally, so a last layer with E instead of num-classes outputs just works.
 - evaluation: the platform evaluates the experts' average (1/E) sum_e x_e; the extra
   metrics give every expert's test accuracy and the routed ensemble's, whose prediction is
   sum_e p_r(e | x) softmax(f_e(x)) (``routing`` soft), renormalised over the top-k
