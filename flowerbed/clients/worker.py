@@ -66,6 +66,14 @@ def _arrays_and_config(content: RecordDict) -> tuple[ArrayRecord, ConfigRecord]:
     return arrays, configs[0] if configs else ConfigRecord()
 
 
+def training_labels(y: np.ndarray, config: ConfigRecord) -> np.ndarray:
+    """The client's labels, or one label for all its examples if the message sets
+    ``target-label`` (Paris trains its router to predict the client's expert group)."""
+    if "target-label" in config:
+        return np.full_like(y, int(config["target-label"]))  # type: ignore[arg-type]
+    return y
+
+
 def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
     """Train or evaluate every (virtual node id, content) item; one reply per item.
 
@@ -97,7 +105,7 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                 if id(arrays) not in decoded:
                     decoded[id(arrays)] = from_record(arrays)
                 state = decoded[id(arrays)]
-                x, y = data.x[vid], data.y[vid]
+                x, y = data.x[vid], training_labels(data.y[vid], config)
             if kind == "train":
                 if pos not in done:
                     params = TrainParams.from_config(cfg, dict(config))

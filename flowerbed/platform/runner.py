@@ -224,7 +224,8 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
 
     services = Services(num_nodes=cfg.num_clients, seed=cfg.seed, ledger=ledger,
                         evaluate=central_eval, true_probabilities=participation.probabilities,
-                        label_counts=data.label_counts())
+                        label_counts=data.label_counts(), test_data=(data.test_x, data.test_y),
+                        build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
     strategy = build_strategy(cfg, services)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",

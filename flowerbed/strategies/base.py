@@ -50,6 +50,10 @@ class Services:
     true_probabilities: np.ndarray | None = None
     # label histogram per node (num_nodes, num_classes): for data-aware grouping (Paris)
     label_counts: np.ndarray | None = None
+    # the server's held-out test set (x, y): for strategies that combine several models
+    test_data: tuple[np.ndarray, np.ndarray] | None = None
+    # build_model(seed, num_outputs): the run's architecture, freshly initialised
+    build_model: Callable[[int, int], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

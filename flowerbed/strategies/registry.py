@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 STRATEGIES: dict[str, str] = {
     "fedavg": "flowerbed.strategies.fedavg:FedAvg",
+    "fedau": "flowerbed.strategies.fedau:FedAU",
+    "fedavg-known": "flowerbed.strategies.fedavg_known:FedAvgKnown",
+    "paris": "flowerbed.strategies.paris:Paris",
 }
 
 

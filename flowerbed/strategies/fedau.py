@@ -1,0 +1,137 @@
+"""FedAU (Wang & Ji, NeurIPS 2023, arXiv 2306.03401): unknown, heterogeneous participation.
+
+Clients participate with unknown probabilities p_n; plain FedAvg over the participants
+then optimises a p-weighted objective instead of (1/N) sum_n F_n. FedAU estimates 1/p_n
+online from each client's participation intervals and weights its update by it. As in the
+official code (IBM/fedau, ``main.py``, weighting 'adaptive'), every round:
+
+1. every *available* client trains (no sampling: ``fraction-train`` does not apply) and
+   returns Delta_n = x_n - x;
+2. a participating client n gets omega_n = mean(intervals_n), or 1 if it has none yet;
+   then the interval gap_n + 1 is recorded (it counts from the next round) and gap_n = 0;
+3. a client that did not participate (not among the valid replies) has gap_n += 1; once
+   gap_n reaches the cutoff K (``fedau-cutoff``) it is recorded as an interval, gap_n = 0;
+4. x <- x + eta_g (1/N) sum_n omega_n Delta_n, N = *all* clients, not the participants.
+
+The intervals are kept as a running sum and count (same mean as the official list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+
+from flowerbed.platform.arrays import State, from_record, to_record
+from flowerbed.strategies.base import CentralizedStrategy, ClientUpdate
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from flowerbed.platform.config import RunConfig
+    from flowerbed.strategies.base import Services
+
+
+class AllClientsAverage(CentralizedStrategy):
+    """Every available client trains; x <- x + eta_g (1/N) sum_n omega_n Delta_n.
+
+    Subclasses define :meth:`omega` (the per-participant weights of one round).
+    """
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.global_state = from_record(arrays)
+        nodes = sorted(int(n) for n in grid.get_node_ids())
+        return self._messages(nodes, arrays, config, MessageType.TRAIN, server_round)
+
+    def omega(self, server_round: int, participants: list[int]) -> dict[int, float]:
+        raise NotImplementedError
+
+    def aggregate(self, server_round: int, global_state: State,
+                  updates: list[ClientUpdate]) -> State:
+        omega = self.omega(server_round, [u.node_id for u in updates])
+        scale = self.server_lr / self.services.num_nodes
+        new = {k: v.astype(np.float64) for k, v in global_state.items()}
+        for u in updates:  # running sum of omega_n * Delta_n
+            for k in new:
+                new[k] += scale * omega[u.node_id] * (u.state[k] - global_state[k])
+        self.last_omega = omega
+        return {k: v.astype(global_state[k].dtype) for k, v in new.items()}
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        updates = self.decode(server_round, replies)
+        if not updates:  # nobody participated: still a round of non-participation
+            self.omega(server_round, [])
+            return None, None
+        if self.global_state is None:
+            return None, None
+        new_state = self.aggregate(server_round, self.global_state, updates)
+        total = sum(u.num_examples for u in updates)
+        loss = sum(u.metrics.get("train_loss", 0.0) * u.num_examples for u in updates) / total
+        return to_record(new_state), MetricRecord({"train_loss": loss})
+
+
+class FedAU(AllClientsAverage):
+    """FedAU; see the module docstring."""
+
+    def __init__(self, cutoff: int = 100000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cutoff = cutoff  # K
+        self.gap = np.zeros(0, dtype=np.int64)  # rounds since last participation
+        self.interval_sum = np.zeros(0, dtype=np.float64)
+        self.interval_count = np.zeros(0, dtype=np.int64)
+        self.last_omega: dict[int, float] = {}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
+        obj = cls(cutoff=cfg.fedau_cutoff, fraction_train=1.0, min_train_nodes=1,
+                  fraction_evaluate=cfg.fraction_evaluate,
+                  server_lr=cfg.server_lr, proximal_mu=cfg.proximal_mu, seed=cfg.seed)
+        obj.services = services
+        obj.reset(services.num_nodes)
+        return obj
+
+    def reset(self, num_nodes: int) -> None:
+        self.gap = np.zeros(num_nodes, dtype=np.int64)
+        self.interval_sum = np.zeros(num_nodes, dtype=np.float64)
+        self.interval_count = np.zeros(num_nodes, dtype=np.int64)
+
+    def omega(self, server_round: int, participants: list[int]) -> dict[int, float]:
+        """This round's weights; then records the round's participation (steps 2-3)."""
+        part = np.zeros(len(self.gap), dtype=bool)
+        part[participants] = True
+        has = self.interval_count > 0
+        weights = np.where(has, self.interval_sum / np.maximum(self.interval_count, 1), 1.0)
+        omega = {n: float(weights[n]) for n in participants}
+        # participants: record the completed interval gap + 1, reset the gap
+        self.interval_sum[part] += self.gap[part] + 1
+        self.interval_count[part] += 1
+        self.gap[part] = 0
+        # the others: one more round away; at the cutoff K, record K and start over
+        self.gap[~part] += 1
+        cut = ~part & (self.gap >= self.cutoff)
+        self.interval_sum[cut] += self.gap[cut]
+        self.interval_count[cut] += 1
+        self.gap[cut] = 0
+        return omega
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        out = super().round_metrics(server_round)
+        if self.last_omega:
+            out["fedau_mean_omega"] = float(np.mean(list(self.last_omega.values())))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gap": self.gap.tolist(), "interval_sum": self.interval_sum.tolist(),
+                "interval_count": self.interval_count.tolist(),
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gap = np.asarray(state["gap"], dtype=np.int64)
+        self.interval_sum = np.asarray(state["interval_sum"], dtype=np.float64)
+        self.interval_count = np.asarray(state["interval_count"], dtype=np.int64)
+        self.rng.bit_generator.state = state["rng"]
