@@ -179,6 +179,52 @@ def flwr_run(app_dir: Path, run_config: list[str], federation_config: list[str] 
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from flowerbed.platform.sweep import FlowerRunner, SweepError, load_sweep, run_sweep
+
+    try:
+        sweep = load_sweep(args.file, args.output)
+        if args.engine:
+            sweep.engine = args.engine
+        if sweep.engine == "flower":
+            app = Path(args.app).resolve()
+            with FlowerRunner(app, Path(os.environ.get("FLWR_HOME") or app / ".flwr")) as fr:
+                results = run_sweep(sweep, fr)
+        else:
+            results = run_sweep(sweep)
+    except (SweepError, ConfigError) as err:
+        return _fail(err)
+    print(f"flowerbed: sweep {sweep.name}: results in {results}")
+    if args.report:
+        from flowerbed.platform.report import write_report
+
+        print(f"flowerbed: report {write_report(sweep.folder)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flowerbed.platform.report import write_report
+
+    try:
+        path = write_report(Path(args.sweep_dir), args.out)
+    except FileNotFoundError as err:
+        return _fail(err)
+    print(f"flowerbed: report {path}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from flowerbed.experiments import run_named_experiment
+    from flowerbed.platform.sweep import SweepError
+
+    try:
+        path = run_named_experiment(args.name, Path(args.experiments))
+    except (SweepError, ConfigError, FileNotFoundError) as err:
+        return _fail(err)
+    print(f"flowerbed: report {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowerbed", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -208,6 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     k = sub.add_parser("keys", help="print every run-config key with its default")
     k.set_defaults(func=cmd_keys)
+    sw = sub.add_parser("sweep", help="run a grid of configs x seeds from a TOML file "
+                        "(resumes: finished runs are skipped)")
+    sw.add_argument("file", help="the sweep TOML file")
+    sw.add_argument("--output", help="sweep folder (default: the file's 'output')")
+    sw.add_argument("--engine", choices=["inprocess", "flower"], help="override the engine")
+    sw.add_argument("--app", default=".", help="the Flower app folder (engine 'flower')")
+    sw.add_argument("--report", action="store_true", help="write the report afterwards")
+    sw.set_defaults(func=cmd_sweep)
+    rp = sub.add_parser("report", help="Markdown table and plots of a sweep folder")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--out", help="report folder (default: the sweep's report-dir)")
+    rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("experiment", help="run experiments/<name>.toml and write its report "
+                        "into experiments/results/<name>/")
+    ex.add_argument("name")
+    ex.add_argument("--experiments", default="experiments", help="the experiments folder")
+    ex.set_defaults(func=cmd_experiment)
     return p
 
 

@@ -1,0 +1,190 @@
+"""Sweep reports: a Markdown table (mean +- std over seeds) and PNG plots per configuration.
+
+Reads a sweep folder (``results.jsonl``, ``sweep.json`` and every run's ``metrics.jsonl``)
+and writes ``report.md``, ``accuracy_vs_round.png``, ``accuracy_vs_bytes.png`` and a copy
+of ``results.jsonl`` into the report folder. The std is the sample std over seeds
+(ddof = 1; 0 with one seed). Reports group runs by configuration label (see
+:mod:`flowerbed.platform.sweep`), in sweep order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MIB = 2**20
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1; 0 for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+@dataclass
+class Row:
+    """One configuration of the table."""
+
+    label: str
+    seeds: list[int] = field(default_factory=list)
+    final: dict[str, tuple[float, float]] = field(default_factory=dict)
+    best: dict[str, tuple[float, float]] = field(default_factory=dict)
+    mib: tuple[float, float] = (0.0, 0.0)
+    messages: tuple[float, float] = (0.0, 0.0)
+
+
+def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / "results.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the sweep first")
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def load_spec(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / "sweep.json"
+    return json.loads(path.read_text()) if path.exists() else {"name": sweep_dir.name}
+
+
+def by_label(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["label"], []).append(r)
+    return groups
+
+
+def table_rows(results: list[dict[str, Any]], metrics: list[str]) -> list[Row]:
+    rows = []
+    for label, runs in by_label(results).items():
+        row = Row(label, [int(r["seed"]) for r in runs])
+        for m in metrics:
+            fin = [r["final"][m] for r in runs if r["final"].get(m) is not None]
+            best = [r["best"][m] for r in runs if r["best"].get(m) is not None]
+            if fin:
+                row.final[m] = mean_std(fin)
+            if best:
+                row.best[m] = mean_std(best)
+        row.mib = mean_std([r["totals"].get("bytes", 0) / MIB for r in runs])
+        row.messages = mean_std([float(r["totals"].get("cum_messages", 0)) for r in runs])
+        rows.append(row)
+    return rows
+
+
+def _pm(ms: tuple[float, float] | None, digits: int = 4) -> str:
+    if ms is None:
+        return "n/a"
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def markdown_table(rows: list[Row], metrics: list[str]) -> str:
+    head = ["configuration", "seeds"]
+    for m in metrics:
+        head += [f"final {m}", f"best {m}"]
+    head += ["MiB sent", "messages"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.label, str(len(r.seeds))]
+        for m in metrics:
+            cells += [_pm(r.final.get(m)), _pm(r.best.get(m))]
+        cells += [_pm(r.mib, 2), f"{r.messages[0]:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curves(results: list[dict[str, Any]], metric: str
+           ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per label: rounds, mean and std of ``metric`` over seeds, mean cumulative bytes.
+
+    Only rounds every seed evaluated are kept, so each point averages all seeds.
+    """
+    out = {}
+    for label, runs in by_label(results).items():
+        per_seed: list[dict[int, tuple[float, float]]] = []
+        for r in runs:
+            path = Path(r["run_dir"]) / "metrics.jsonl"
+            if not path.exists():
+                continue
+            pts = {}
+            for line in path.read_text().splitlines():
+                rec = json.loads(line) if line.strip() else {}
+                v = rec.get(metric)
+                if isinstance(v, int | float) and math.isfinite(v):
+                    b = sum(rec.get(k, 0) for k in ("cum_bytes_down", "cum_bytes_up",
+                                                    "cum_bytes_p2p"))
+                    pts[int(rec["round"])] = (float(v), float(b))
+            per_seed.append(pts)
+        if not per_seed:
+            continue
+        rounds = sorted(set.intersection(*(set(p) for p in per_seed)))
+        vals = np.array([[p[t][0] for t in rounds] for p in per_seed])
+        nbytes = np.array([[p[t][1] for t in rounds] for p in per_seed])
+        std = vals.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(len(rounds))
+        out[label] = (np.array(rounds), vals.mean(axis=0), std, nbytes.mean(axis=0))
+    return out
+
+
+def plot(results: list[dict[str, Any]], metric: str, out_dir: Path, title: str
+         ) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = curves(results, metric)
+    paths = []
+    for xname, fname in (("round", "accuracy_vs_round.png"),
+                         ("bytes", "accuracy_vs_bytes.png")):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for label, (rounds, mean, std, nbytes) in data.items():
+            x = rounds if xname == "round" else nbytes / MIB
+            line, = ax.plot(x, mean, label=label)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
+               ylabel=metric, title=f"{title}: {metric} (mean ± std over seeds)")
+        if xname == "bytes" and any(len(v[3]) and v[3].max() > 0 for v in data.values()):
+            ax.set_xscale("symlog", linthresh=1e-3)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+    """Write the report of a sweep folder; returns the path of ``report.md``."""
+    sweep_dir = Path(sweep_dir)
+    spec = load_spec(sweep_dir)
+    results = load_results(sweep_dir)
+    if out_dir is None:
+        out_dir = spec.get("report_dir") or sweep_dir / "report"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = spec.get("report", {})
+    metric = rep.get("metric", "test_accuracy")
+    metrics = [metric, *[m for m in rep.get("extra-metrics", []) if m != metric]]
+    name = spec.get("name", sweep_dir.name)
+    rows = table_rows(results, metrics)
+    plots = plot(results, metric, out_dir, name)
+    shutil.copyfile(sweep_dir / "results.jsonl", out_dir / "results.jsonl")
+    parts = [f"# {name}", ""]
+    if spec.get("description"):
+        parts += [spec["description"].strip(), ""]
+    parts += [f"{len(results)} runs, W&B group `{spec.get('group', name)}`; mean ± std over "
+              "seeds (sample std). `final` = last round, `best` = best round; MiB and "
+              "messages from the communication ledger (all links, whole run).", "",
+              markdown_table(rows, metrics), ""]
+    parts += [f"![{p.stem}]({p.name})" for p in plots]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+__all__ = ["Row", "curves", "markdown_table", "mean_std", "table_rows", "write_report"]

@@ -1,0 +1,79 @@
+"""Reports: files exist and the table's numbers are the mean/std of results.jsonl."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import statistics
+from pathlib import Path
+
+from flowerbed.cli import main
+from flowerbed.platform.report import curves
+from flowerbed.platform.sweep import load_sweep, run_sweep
+
+SWEEP = """
+name = "tiny-report"
+seeds = [0, 1]
+
+[base]
+num-clients = 5
+num-server-rounds = 2
+fraction-train = 1.0
+local-steps = 2
+batch-size = 16
+wandb = false
+
+[[configs]]
+label = "slow"
+lr = 0.02
+
+[[configs]]
+label = "fast"
+lr = 0.3
+"""
+
+
+def test_report_from_a_tiny_sweep(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    sweep = load_sweep(path)
+    run_sweep(sweep, stream=io.StringIO())
+    out = tmp_path / "report"
+    assert main(["report", str(sweep.folder), "--out", str(out)]) == 0
+    for name in ("report.md", "accuracy_vs_round.png", "accuracy_vs_bytes.png",
+                 "results.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "accuracy_vs_round.png").stat().st_size > 10_000
+
+    results = [json.loads(x) for x in (sweep.folder / "results.jsonl").read_text().splitlines()]
+    text = (out / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| slow") or
+            line.startswith("| fast")}
+    assert set(rows) == {"slow", "fast"}
+    for label, cells in rows.items():
+        mine = [r for r in results if r["label"] == label]
+        assert len(mine) == 2 and cells[0] == "2"
+        for col, section in ((1, "final"), (2, "best")):
+            vals = [r[section]["test_accuracy"] for r in mine]
+            mean, std = (float(x) for x in re.findall(r"[-0-9.]+", cells[col]))
+            assert abs(mean - statistics.mean(vals)) < 5e-5
+            assert abs(std - statistics.stdev(vals)) < 5e-5
+        mib = [r["totals"]["bytes"] / 2**20 for r in mine]
+        mean, std = (float(x) for x in re.findall(r"[-0-9.]+", cells[3]))
+        assert abs(mean - statistics.mean(mib)) < 5e-3
+        assert abs(std - statistics.stdev(mib)) < 5e-3
+    assert "![accuracy_vs_round](accuracy_vs_round.png)" in text
+
+    # the plotted band is the per-round mean/std over the seeds' metrics.jsonl
+    c = curves(results, "test_accuracy")
+    rounds, mean, std, _ = c["fast"]
+    assert list(rounds) == [0, 1, 2]
+    per_seed = [[json.loads(x)["test_accuracy"] for x in
+                 (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+                for r in results if r["label"] == "fast"]
+    for t in range(3):
+        vals = [s[t] for s in per_seed]
+        assert abs(mean[t] - statistics.mean(vals)) < 1e-12
+        assert abs(std[t] - statistics.stdev(vals)) < 1e-12
