@@ -137,7 +137,7 @@ KEYS: tuple[Key, ...] = (
     Key("router-epochs", 20, "Paris: router training epochs", positive),
     # --- decentralized strategies
     Key("topology", "ring", "ring, torus, complete, exponential, one-peer-exponential, "
-        "base-2, erdos-renyi, random-regular"),
+        "base-2, base (Base-(k+1), k = degree), erdos-renyi, random-regular"),
     Key("degree", 4, "random-regular degree / base-(k+1) max degree", positive),
     Key("edge-probability", 0.1, "Erdos-Renyi edge probability", unit_interval_open_left),
     Key("k-active", 8, "Teleportation: active nodes per round k", positive),
@@ -295,6 +295,11 @@ def _check_cross_keys(cfg: RunConfig) -> None:
     check_strategy_name(cfg.strategy)
     check_model_name(cfg.model)
     check_data_config(cfg)
+    from flowerbed.platform.topologies import TOPOLOGIES
+
+    if cfg.topology not in (*TOPOLOGIES, "base-2", "base"):
+        raise ConfigError("topology", cfg.topology,
+                          "must be one of " + ", ".join((*TOPOLOGIES, "base-2", "base")))
     if cfg.participation_min > cfg.participation_mean:
         raise ConfigError("participation-min", cfg.participation_min,
                           f"must be <= participation-mean ({cfg.participation_mean})")

@@ -42,6 +42,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def topology_from_config(cfg: RunConfig, n: int) -> Topology:
+    """``cfg.topology`` over n nodes (or slots); impossible inputs become config errors."""
+    from flowerbed.platform.config import ConfigError
+    from flowerbed.platform.topologies import build_topology
+
+    try:
+        return build_topology(cfg.topology, n, degree=cfg.degree,
+                              edge_probability=cfg.edge_probability, seed=cfg.seed)
+    except ValueError as err:
+        raise ConfigError("topology", cfg.topology, str(err)) from None
+
+
 class DecentralizedStrategy(PlatformStrategy, Strategy):
     """Base for D-SGD, gossip, Teleportation, MoDeST and user decentralized strategies."""
 

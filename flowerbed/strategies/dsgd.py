@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.platform.topologies import Topology, build_topology
-from flowerbed.strategies.decentralized import DecentralizedStrategy
+from flowerbed.strategies.decentralized import DecentralizedStrategy, topology_from_config
 
 if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
+    from flowerbed.platform.topologies import Topology
 
 
 class DSGD(DecentralizedStrategy):
@@ -32,9 +32,7 @@ class DSGD(DecentralizedStrategy):
     @classmethod
     def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
         return {**super().config_kwargs(cfg), "final_merge": cfg.final_merge,
-                "topology": build_topology(cfg.topology, cfg.num_clients, degree=cfg.degree,
-                                           edge_probability=cfg.edge_probability,
-                                           seed=cfg.seed)}
+                "topology": topology_from_config(cfg, cfg.num_clients)}
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         active = sorted(int(v) for v in grid.get_node_ids())

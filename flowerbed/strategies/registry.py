@@ -18,6 +18,10 @@ STRATEGIES: dict[str, str] = {
     "fedau": "flowerbed.strategies.fedau:FedAU",
     "fedavg-known": "flowerbed.strategies.fedavg_known:FedAvgKnown",
     "paris": "flowerbed.strategies.paris:Paris",
+    "dsgd": "flowerbed.strategies.dsgd:DSGD",
+    "gossip": "flowerbed.strategies.gossip:Gossip",
+    "teleportation": "flowerbed.strategies.teleportation:Teleportation",
+    "modest": "flowerbed.strategies.modest:MoDeST",
 }
 
 

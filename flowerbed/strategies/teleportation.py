@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.platform.topologies import Topology, build_topology
-from flowerbed.strategies.decentralized import DecentralizedStrategy
+from flowerbed.strategies.decentralized import DecentralizedStrategy, topology_from_config
 
 if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
+    from flowerbed.platform.topologies import Topology
 
 
 class Teleportation(DecentralizedStrategy):
@@ -39,9 +39,7 @@ class Teleportation(DecentralizedStrategy):
     def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
         k = min(cfg.k_active, cfg.num_clients)
         return {**super().config_kwargs(cfg), "k_active": k,
-                "slot_topology": build_topology(cfg.topology, k, degree=cfg.degree,
-                                                edge_probability=cfg.edge_probability,
-                                                seed=cfg.seed)}
+                "slot_topology": topology_from_config(cfg, k)}
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         return np.tile(x0, (self.k, 1))  # k slot models; n models never exist
