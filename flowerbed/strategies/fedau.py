@@ -18,6 +18,7 @@ The intervals are kept as a running sum and count (same mean as the official lis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +35,20 @@ if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
     from flowerbed.strategies.base import Services
 
+log = logging.getLogger(__name__)
+
 
 class AllClientsAverage(CentralizedStrategy):
     """Every available client trains; x <- x + eta_g (1/N) sum_n omega_n Delta_n.
 
     Subclasses define :meth:`omega` (the per-participant weights of one round).
     """
+
+    @classmethod
+    def note_fraction(cls, cfg: RunConfig) -> None:
+        if cfg.fraction_train != 1.0:
+            log.info("%s trains every available client; fraction-train = %s does not apply",
+                     cls.__name__, cfg.fraction_train)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -93,6 +102,7 @@ class FedAU(AllClientsAverage):
                   server_lr=cfg.server_lr, proximal_mu=cfg.proximal_mu, seed=cfg.seed)
         obj.services = services
         obj.reset(services.num_nodes)
+        cls.note_fraction(cfg)
         return obj
 
     def reset(self, num_nodes: int) -> None:

@@ -35,6 +35,7 @@ class FedAvgKnown(AllClientsAverage):
                   min_train_nodes=1, server_lr=cfg.server_lr,
                   proximal_mu=cfg.proximal_mu, seed=cfg.seed)
         obj.services = services
+        cls.note_fraction(cfg)
         return obj
 
     def omega(self, server_round: int, participants: list[int]) -> dict[int, float]:
