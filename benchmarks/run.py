@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -113,7 +114,7 @@ def measure(system: str, workload: str, rounds: int, timeout: float) -> dict[str
     result["rounds"] = len(times)
     result["clients_per_round"] = per_round
     if len(times) > 1:
-        steady = sum(times[1:]) / len(times[1:])
+        steady = statistics.median(times[1:])
         result["steady_round_s"] = steady
         result["client_rounds_per_s"] = per_round / steady
         result["startup_s"] = result["round1_end_s"] - steady
@@ -217,7 +218,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
             f"{r.get('rounds', '-')} | {note} |")
     lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ratios(results)]
-    lines += ["", "Steady state = mean of the per-round wall times after the first round; "
+    lines += ["", "Steady state = median of the per-round wall times after the first round; "
               "start-up = time from process launch to the end of round 1 minus one steady "
               "round; peak RSS = largest sum of resident memory over the process and all its "
               "descendants (shared pages counted once per process, so an upper bound)."]
