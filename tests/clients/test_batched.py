@@ -78,3 +78,11 @@ def test_fallback_models_are_named() -> None:
     assert vmap_supported(_mlp())
     assert not vmap_supported(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
     assert not vmap_supported(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))
+
+
+def test_conv_model_matches_sequential() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Unflatten(1, (1, 2, 3)), nn.Conv2d(1, 2, 2, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 1 * 2, 3))
+    p = TrainParams(lr=0.1, momentum=0.9, local_epochs=1, batch_size=4)
+    _check(model, [5, 9, 4], [p] * 3)
