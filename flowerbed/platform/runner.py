@@ -33,7 +33,7 @@ from flowerbed.platform.participation import build_participation
 from flowerbed.platform.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.platform.transport import FlowerTransport, InProcessTransport, Transport
 from flowerbed.platform.virtual_grid import VirtualGrid
-from flowerbed.strategies.base import PlatformStrategy, Services
+from flowerbed.strategies.base import CentralizedStrategy, PlatformStrategy, Services
 from flowerbed.strategies.registry import build_strategy
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,8 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                         label_counts=data.label_counts(), test_data=(data.test_x, data.test_y),
                         build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
     strategy = build_strategy(cfg, services)
+    if isinstance(strategy, CentralizedStrategy):
+        strategy.set_round_policy(cfg.min_replies, cfg.on_too_few, cfg.max_retries)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),

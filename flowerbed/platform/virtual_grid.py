@@ -58,7 +58,7 @@ class RoundStats:
     dropped: int = 0  # no reply
     late: int = 0  # the reply arrived after the round's timeout
     corrupt: int = 0  # non-finite or wrongly shaped arrays
-    injected: int = 0  # faults the fault plan injected into this round's messages
+    injected: int = 0  # faults the fault plan injected into this round's training messages
 
     def count(self, cause: str, reason: str, train: bool) -> None:
         """One unusable reply; counted for training, logged (once per round) for both."""
@@ -161,7 +161,7 @@ class VirtualGrid(Grid):
             for msg in msgs:
                 fault = self.faults.fault(*round_and_attempt(msg.content),
                                           msg.metadata.dst_node_id)
-                stats.injected += fault is not None
+                stats.injected += train and fault is not None
                 if fault is Fault.DROPPED:  # the node is gone: the message gets no reply
                     reason = "no reply before the round's timeout"
                     replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))

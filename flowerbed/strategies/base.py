@@ -130,9 +130,7 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         self.global_state: State | None = None
         self.rejected: dict[int, int] = {}
         self.services = Services(num_nodes=0, seed=seed)
-        self.min_replies = min_replies
-        self.on_too_few = on_too_few
-        self.max_retries = max_retries if on_too_few == "retry" else 0
+        self.set_round_policy(min_replies, on_too_few, max_retries)
         self.attempts: dict[int, int] = {}  # round -> training attempts made
         self.skipped: set[int] = set()  # rounds without enough good replies
 
@@ -140,10 +138,16 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
     def from_config(cls, cfg: RunConfig, services: Services) -> Self:
         obj = cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_nodes, server_lr=cfg.server_lr,
-                  proximal_mu=cfg.proximal_mu, seed=cfg.seed, min_replies=cfg.min_replies,
-                  on_too_few=cfg.on_too_few, max_retries=cfg.max_retries)
+                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
         obj.services = services
         return obj
+
+    def set_round_policy(self, min_replies: int, on_too_few: str, max_retries: int) -> None:
+        """The min-replies rule (the platform sets it from the run config for every
+        centralized strategy, whatever its ``from_config`` passes on)."""
+        self.min_replies = min_replies
+        self.on_too_few = on_too_few
+        self.max_retries = max_retries if on_too_few == "retry" else 0
 
     # --- the round loop
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,

@@ -110,12 +110,17 @@ class Processes:
             except ProcessLookupError:
                 pass
 
-    def alive(self, pid: int) -> bool:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+    @staticmethod
+    def alive(pgid: int) -> bool:
+        """Whether a live (not zombie) process of group ``pgid`` remains."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
 
 
 def flwr(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -148,7 +153,7 @@ def test_deployment_over_tls_with_node_auth(tmp_path):
     procs = Processes(env, tmp_path)
     out = tmp_path / "outputs"
     try:
-        link = procs.start("superlink", [
+        procs.start("superlink", [
             str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(ca),
             "--ssl-certfile", str(server_cert), "--ssl-keyfile", str(server_key),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
@@ -193,7 +198,7 @@ def test_deployment_over_tls_with_node_auth(tmp_path):
         wait_until(lambda: online() == NUM_NODES, 90, f"{NUM_NODES} SuperNodes online")
         run = flwr(env, "run", str(APP), "--stream",
                    "--run-config", f'output-dir="{out}" run-name="deployed" engine="flower" '
-                   "num-clients=4 num-server-rounds=2 fraction-train=1.0 local-epochs=1 "
+                   "num-clients=4 num-server-rounds=1 fraction-train=1.0 local-epochs=1 "
                    "wandb=false progress=false failure-rate=0.2 checkpoint-every=1",
                    timeout=400)
         assert "Successfully started run" in run.stdout + run.stderr, run.stdout + run.stderr
@@ -211,16 +216,16 @@ def test_deployment_over_tls_with_node_auth(tmp_path):
         assert intruder.pid in [p.pid for p in procs.procs]
     finally:
         procs.stop_all()
-    assert link.poll() is not None
     assert all(p.poll() is not None for p in procs.procs)
-    assert not any(procs.alive(p.pid) for p in procs.procs)
+    wait_until(lambda: not any(procs.alive(p.pid) for p in procs.procs), 20,
+               "every process group to end")
     run_dir = out / "deployed"
     records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in records] == [0, 1, 2]
+    assert [r["round"] for r in records] == [0, 1]
     for r in records[1:]:  # all 4 clients sampled; each answered or failed
         assert r["participants"] + r["failures"] == 4 * r["attempts"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 1
     assert summary["totals"]["failed"] == sum(r["failed"] for r in records)
     assert summary["final"]["test_accuracy"] > records[0]["test_accuracy"]
     assert (run_dir / "checkpoint.npz").exists()

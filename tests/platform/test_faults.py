@@ -213,10 +213,10 @@ def test_every_fault_kind_in_one_run_keeps_the_model_finite(tmp_path):
 
 
 def test_nan_updates_never_reach_the_global_model():
-    result = run(**{"num-server-rounds": 4, "local-steps": 5, "corrupt-rate": 0.6})
-    assert result.summary["totals"]["corrupt"] > 0
+    result = run(**{"num-server-rounds": 5, "local-epochs": 2, "corrupt-rate": 0.6})
+    assert result.summary["totals"]["corrupt"] >= 20  # about 0.6 * 10 * 5 expected
     assert all(np.isfinite(v).all() for v in result.final_state.values())
-    assert result.records[-1]["test_accuracy"] > result.records[0]["test_accuracy"]
+    assert result.records[-1]["test_accuracy"] > 0.3  # 0.1 at round 0: the good 40% trained
 
 
 def test_too_few_replies_skip_the_round_and_keep_the_model():
