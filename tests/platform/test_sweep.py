@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,29 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert calls == [0.05, 0.3]
     assert [json.loads(x)["params"]["lr"] for x in results.read_text().splitlines()] == [0.3]
     assert "done 1 skipped 0 failed 1" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_sweep_via_flwr_run(tmp_path: Path) -> None:
+    """engine = "flower": every run goes through `flwr run` on one private SuperLink."""
+    from flowerbed.platform.sweep import FlowerRunner
+    from tests.conftest import ROOT
+    from tests.test_cli import processes_mentioning
+
+    text = TINY.replace("[grid]\nlr = [0.05, 0.3]", "").replace("num-server-rounds = 2",
+                                                                "num-server-rounds = 1")
+    text = text.replace("seeds = [0, 1]", "seeds = [3]")
+    sweep = load_sweep(write(tmp_path, 'engine = "flower"\n' + text))
+    home = tmp_path / "flwr-home"
+    with FlowerRunner(ROOT, home) as runner:
+        results = run_sweep(sweep, runner, stream=io.StringIO())
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [3]
+    summary = json.loads((Path(lines[0]["run_dir"]) / "summary.json").read_text())
+    assert summary["config"]["engine"] == "flower"
+    assert summary["config"]["seed"] == 3
+    assert summary["rounds_completed"] == 1
+    deadline = time.monotonic() + 30  # Ray's actors exit a moment after the SuperLink
+    while processes_mentioning(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(str(home))
