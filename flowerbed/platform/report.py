@@ -96,6 +96,32 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def choose(results: list[dict[str, Any]], among: str, per: str, metric: str,
+           maximize: bool) -> list[tuple[Any, Any, float, dict[Any, float]]]:
+    """A tuning schedule's choice: for each value of ``per``, the value of ``among`` whose
+    final ``metric`` (mean over seeds) is best. Returns (per, chosen, its mean, all means)."""
+    means: dict[Any, dict[Any, list[float]]] = {}
+    for r in results:
+        p = r["params"]
+        if among in p and per in p and r["final"].get(metric) is not None:
+            means.setdefault(p[per], {}).setdefault(p[among], []).append(r["final"][metric])
+    out = []
+    for key, cands in means.items():
+        avg = {c: float(np.mean(v)) for c, v in cands.items()}
+        best = (max if maximize else min)(avg, key=lambda c: avg[c])
+        out.append((key, best, avg[best], avg))
+    return out
+
+
+def choice_table(rows: list[tuple[Any, Any, float, dict[Any, float]]], among: str, per: str,
+                 metric: str) -> str:
+    lines = [f"| {per} | chosen {among} | final {metric} | all candidates |", "|---|---|---|---|"]
+    for key, best, value, avg in rows:
+        cands = ", ".join(f"{c}: {v:.4f}" for c, v in avg.items())
+        lines.append(f"| {key} | {best} | {value:.4f} | {cands} |")
+    return "\n".join(lines)
+
+
 def curves(results: list[dict[str, Any]], metric: str
            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per label: rounds, mean and std of ``metric`` over seeds, mean cumulative bytes.
@@ -181,10 +207,19 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
               "seeds (sample std). `final` = last round, `best` = best round; MiB and "
               "messages from the communication ledger (all links, whole run).", "",
               markdown_table(rows, metrics), ""]
+    ch = rep.get("choose")
+    if ch:
+        maximize = bool(ch.get("maximize", True))
+        rows_ch = choose(results, ch["among"], ch["per"], ch["metric"], maximize)
+        parts += [f"## Tuned {ch['among']} per {ch['per']}", "",
+                  f"The value of {ch['among']} with the {'highest' if maximize else 'lowest'} "
+                  f"final {ch['metric']} (mean over seeds), for each {ch['per']}.", "",
+                  choice_table(rows_ch, ch["among"], ch["per"], ch["metric"]), ""]
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
 
 
-__all__ = ["Row", "curves", "markdown_table", "mean_std", "table_rows", "write_report"]
+__all__ = ["Row", "choice_table", "choose", "curves", "markdown_table", "mean_std",
+           "table_rows", "write_report"]
