@@ -187,3 +187,21 @@ def test_sweep_via_flwr_run(tmp_path: Path) -> None:
     while processes_mentioning(str(home)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(str(home))
+
+
+def test_sweep_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowerbed.cli import main
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace("lr = [0.05, 0.3]",
+                                                                 "lr = [0.1]")
+    path = write(tmp_path, text)
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw"), "--report"]) == 0
+    err = capsys.readouterr().err
+    assert "1/1 runs | done 1 skipped 0 failed 0" in err
+    assert (tmp_path / "sw" / "runs" / "lr=0.1,seed=0" / "summary.json").exists()
+    assert (tmp_path / "sw" / "report" / "report.md").exists()
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 0
+    assert "1/1 runs | done 0 skipped 1" in capsys.readouterr().err
+    path.write_text(text.replace("lr = [0.1]", "lr = [-0.1]"))
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw2")]) == 2
+    assert "lr = -0.1 is invalid" in capsys.readouterr().err
