@@ -122,7 +122,7 @@ def choice_table(rows: list[tuple[Any, Any, float, dict[Any, float]]], among: st
     return "\n".join(lines)
 
 
-def curves(results: list[dict[str, Any]], metric: str
+def curves(results: list[dict[str, Any]], metric: str, sweep_dir: Path
            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per label: rounds, mean and std of ``metric`` over seeds, mean cumulative bytes.
 
@@ -132,7 +132,7 @@ def curves(results: list[dict[str, Any]], metric: str
     for label, runs in by_label(results).items():
         per_seed: list[dict[int, tuple[float, float]]] = []
         for r in runs:
-            path = Path(r["run_dir"]) / "metrics.jsonl"
+            path = sweep_dir / r["run_dir"] / "metrics.jsonl"
             if not path.exists():
                 continue
             pts = {}
@@ -154,14 +154,14 @@ def curves(results: list[dict[str, Any]], metric: str
     return out
 
 
-def plot(results: list[dict[str, Any]], metric: str, out_dir: Path, title: str
-         ) -> list[Path]:
+def plot(results: list[dict[str, Any]], metric: str, sweep_dir: Path, out_dir: Path,
+         title: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = curves(results, metric)
+    data = curves(results, metric, sweep_dir)
     paths = []
     for xname, fname in (("round", "accuracy_vs_round.png"),
                          ("bytes", "accuracy_vs_bytes.png")):
@@ -198,7 +198,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
     metrics = [metric, *[m for m in rep.get("extra-metrics", []) if m != metric]]
     name = spec.get("name", sweep_dir.name)
     rows = table_rows(results, metrics)
-    plots = plot(results, metric, out_dir, name)
+    plots = plot(results, metric, sweep_dir, out_dir, name)
     shutil.copyfile(sweep_dir / "results.jsonl", out_dir / "results.jsonl")
     parts = [f"# {name}", ""]
     if spec.get("description"):

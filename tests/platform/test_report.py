@@ -69,11 +69,11 @@ def test_report_from_a_tiny_sweep(tmp_path: Path) -> None:
     assert "![accuracy_vs_round](accuracy_vs_round.png)" in text
 
     # the plotted band is the per-round mean/std over the seeds' metrics.jsonl
-    c = curves(results, "test_accuracy")
+    c = curves(results, "test_accuracy", sweep.folder)
     rounds, mean, std, _ = c["fast"]
     assert list(rounds) == [0, 1, 2]
     per_seed = [[json.loads(x)["test_accuracy"] for x in
-                 (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+                 ((sweep.folder / r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
                 for r in results if r["label"] == "fast"]
     for t in range(3):
         vals = [s[t] for s in per_seed]

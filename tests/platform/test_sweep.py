@@ -100,7 +100,7 @@ def test_tiny_sweep_runs_and_resumes_without_redoing(tmp_path: Path) -> None:
     assert [(r["params"]["lr"], r["seed"]) for r in lines] == [(0.05, 0), (0.05, 1), (0.3, 0),
                                                                (0.3, 1)]
     for r in lines:
-        summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+        summary = json.loads(((sweep.folder / r["run_dir"]) / "summary.json").read_text())
         assert r["final"]["test_accuracy"] == summary["final"]["test_accuracy"]
         assert r["best"]["test_accuracy"] == summary["best"]["test_accuracy"]
         assert r["totals"]["bytes"] == (summary["totals"]["cum_bytes_down"]
@@ -179,7 +179,7 @@ def test_sweep_via_flwr_run(tmp_path: Path) -> None:
         results = run_sweep(sweep, runner, stream=io.StringIO())
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert [r["seed"] for r in lines] == [3]
-    summary = json.loads((Path(lines[0]["run_dir"]) / "summary.json").read_text())
+    summary = json.loads(((sweep.folder / lines[0]["run_dir"]) / "summary.json").read_text())
     assert summary["config"]["engine"] == "flower"
     assert summary["config"]["seed"] == 3
     assert summary["rounds_completed"] == 1
