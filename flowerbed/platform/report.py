@@ -172,8 +172,6 @@ def plot(results: list[dict[str, Any]], metric: str, sweep_dir: Path, out_dir: P
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
                ylabel=metric, title=f"{title}: {metric} (mean ± std over seeds)")
-        if xname == "bytes" and any(len(v[3]) and v[3].max() > 0 for v in data.values()):
-            ax.set_xscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
