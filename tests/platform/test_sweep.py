@@ -205,3 +205,14 @@ def test_sweep_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     path.write_text(text.replace("lr = [0.1]", "lr = [-0.1]"))
     assert main(["sweep", str(path), "--output", str(tmp_path / "sw2")]) == 2
     assert "lr = -0.1 is invalid" in capsys.readouterr().err
+
+
+def test_sweep_command_exits_1_when_a_run_fails(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from flowerbed.cli import main
+
+    # valid config, fails at run time: a CNN needs images, synthetic data is a vector
+    path = write(tmp_path, 'seeds = [0]\n[base]\ndataset = "synthetic"\npartitioner = "iid"\n'
+                 'num-clients = 4\nnum-server-rounds = 1\nwandb = false\nmodel = "cnn"\n')
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 1
+    assert "1 of 1 runs did not complete" in capsys.readouterr().err
