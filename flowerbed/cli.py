@@ -195,6 +195,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except (SweepError, ConfigError) as err:
         return _fail(err)
     print(f"flowerbed: sweep {sweep.name}: results in {results}")
+    finished = len(results.read_text().splitlines())
+    if finished < len(sweep.runs()):
+        return _fail(RuntimeError(f"{len(sweep.runs()) - finished} of {len(sweep.runs())} runs "
+                                  "did not complete (see the log); rerun to retry them"), 1)
     if args.report:
         from flowerbed.platform.report import write_report
 

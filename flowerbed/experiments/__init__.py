@@ -34,7 +34,7 @@ def load_experiment(name: str, experiments_dir: Path) -> tuple[dict[str, Any], s
 def run_named_experiment(name: str, experiments_dir: Path = Path("experiments")) -> Path:
     """Run one experiment and write its report; returns the report's path."""
     from flowerbed.platform.report import write_report
-    from flowerbed.platform.sweep import run_sweep, sweep_from_dict
+    from flowerbed.platform.sweep import SweepError, run_sweep, sweep_from_dict
 
     raw, exp_name = load_experiment(name, experiments_dir)
     results_dir = experiments_dir / "results" / exp_name
@@ -44,7 +44,8 @@ def run_named_experiment(name: str, experiments_dir: Path = Path("experiments"))
 
         return run_network_costs(raw, results_dir)
     if runner != "sweep":
-        raise FileNotFoundError(f"experiment {exp_name}: unknown runner {runner!r}")
+        raise SweepError(f"experiment {exp_name}: runner = {runner!r}; must be 'sweep' or "
+                         "'network-costs'")
     raw = {**raw, "name": exp_name}
     raw.setdefault("output", f"../outputs/experiments/{exp_name}")
     sweep = sweep_from_dict(raw, exp_name, experiments_dir)

@@ -96,7 +96,33 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def curves(results: list[dict[str, Any]], metric: str
+def choose(results: list[dict[str, Any]], among: str, per: str, metric: str,
+           maximize: bool) -> list[tuple[Any, Any, float, dict[Any, float]]]:
+    """A tuning schedule's choice: for each value of ``per``, the value of ``among`` whose
+    final ``metric`` (mean over seeds) is best. Returns (per, chosen, its mean, all means)."""
+    means: dict[Any, dict[Any, list[float]]] = {}
+    for r in results:
+        p = r["params"]
+        if among in p and per in p and r["final"].get(metric) is not None:
+            means.setdefault(p[per], {}).setdefault(p[among], []).append(r["final"][metric])
+    out = []
+    for key, cands in means.items():
+        avg = {c: float(np.mean(v)) for c, v in cands.items()}
+        best = (max if maximize else min)(avg, key=lambda c: avg[c])
+        out.append((key, best, avg[best], avg))
+    return out
+
+
+def choice_table(rows: list[tuple[Any, Any, float, dict[Any, float]]], among: str, per: str,
+                 metric: str) -> str:
+    lines = [f"| {per} | chosen {among} | final {metric} | all candidates |", "|---|---|---|---|"]
+    for key, best, value, avg in rows:
+        cands = ", ".join(f"{c}: {v:.4f}" for c, v in avg.items())
+        lines.append(f"| {key} | {best} | {value:.4f} | {cands} |")
+    return "\n".join(lines)
+
+
+def curves(results: list[dict[str, Any]], metric: str, sweep_dir: Path
            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per label: rounds, mean and std of ``metric`` over seeds, mean cumulative bytes.
 
@@ -106,7 +132,7 @@ def curves(results: list[dict[str, Any]], metric: str
     for label, runs in by_label(results).items():
         per_seed: list[dict[int, tuple[float, float]]] = []
         for r in runs:
-            path = Path(r["run_dir"]) / "metrics.jsonl"
+            path = sweep_dir / r["run_dir"] / "metrics.jsonl"
             if not path.exists():
                 continue
             pts = {}
@@ -128,14 +154,14 @@ def curves(results: list[dict[str, Any]], metric: str
     return out
 
 
-def plot(results: list[dict[str, Any]], metric: str, out_dir: Path, title: str
-         ) -> list[Path]:
+def plot(results: list[dict[str, Any]], metric: str, sweep_dir: Path, out_dir: Path,
+         title: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = curves(results, metric)
+    data = curves(results, metric, sweep_dir)
     paths = []
     for xname, fname in (("round", "accuracy_vs_round.png"),
                          ("bytes", "accuracy_vs_bytes.png")):
@@ -146,8 +172,6 @@ def plot(results: list[dict[str, Any]], metric: str, out_dir: Path, title: str
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
                ylabel=metric, title=f"{title}: {metric} (mean ± std over seeds)")
-        if xname == "bytes" and any(len(v[3]) and v[3].max() > 0 for v in data.values()):
-            ax.set_xscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -172,7 +196,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
     metrics = [metric, *[m for m in rep.get("extra-metrics", []) if m != metric]]
     name = spec.get("name", sweep_dir.name)
     rows = table_rows(results, metrics)
-    plots = plot(results, metric, out_dir, name)
+    plots = plot(results, metric, sweep_dir, out_dir, name)
     shutil.copyfile(sweep_dir / "results.jsonl", out_dir / "results.jsonl")
     parts = [f"# {name}", ""]
     if spec.get("description"):
@@ -181,10 +205,19 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
               "seeds (sample std). `final` = last round, `best` = best round; MiB and "
               "messages from the communication ledger (all links, whole run).", "",
               markdown_table(rows, metrics), ""]
+    ch = rep.get("choose")
+    if ch:
+        maximize = bool(ch.get("maximize", True))
+        rows_ch = choose(results, ch["among"], ch["per"], ch["metric"], maximize)
+        parts += [f"## Tuned {ch['among']} per {ch['per']}", "",
+                  f"The value of {ch['among']} with the {'highest' if maximize else 'lowest'} "
+                  f"final {ch['metric']} (mean over seeds), for each {ch['per']}.", "",
+                  choice_table(rows_ch, ch["among"], ch["per"], ch["metric"]), ""]
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
 
 
-__all__ = ["Row", "curves", "markdown_table", "mean_std", "table_rows", "write_report"]
+__all__ = ["Row", "choice_table", "choose", "curves", "markdown_table", "mean_std",
+           "table_rows", "write_report"]

@@ -240,7 +240,7 @@ def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[s
     return {"run": spec.name, "label": spec.label, "params": spec.params, "seed": spec.seed,
             "status": summary.get("status"), "wall_time_s": summary.get("wall_time_s"),
             "rounds": summary.get("rounds_completed"), "final": final, "best": best,
-            "totals": totals, "run_dir": str(run_dir)}
+            "totals": totals, "run_dir": f"runs/{spec.name}"}  # relative to the sweep folder
 
 
 def write_results(sweep: Sweep) -> Path:

@@ -8,6 +8,8 @@ import re
 import statistics
 from pathlib import Path
 
+import pytest
+
 from flowerbed.cli import main
 from flowerbed.platform.report import curves
 from flowerbed.platform.sweep import load_sweep, run_sweep
@@ -67,13 +69,34 @@ def test_report_from_a_tiny_sweep(tmp_path: Path) -> None:
     assert "![accuracy_vs_round](accuracy_vs_round.png)" in text
 
     # the plotted band is the per-round mean/std over the seeds' metrics.jsonl
-    c = curves(results, "test_accuracy")
+    c = curves(results, "test_accuracy", sweep.folder)
     rounds, mean, std, _ = c["fast"]
     assert list(rounds) == [0, 1, 2]
     per_seed = [[json.loads(x)["test_accuracy"] for x in
-                 (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+                 ((sweep.folder / r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
                 for r in results if r["label"] == "fast"]
     for t in range(3):
         vals = [s[t] for s in per_seed]
         assert abs(mean[t] - statistics.mean(vals)) < 1e-12
         assert abs(std[t] - statistics.stdev(vals)) < 1e-12
+
+
+def test_tuning_choice_picks_the_best_mean_over_seeds() -> None:
+    from flowerbed.platform.report import choice_table, choose
+
+    def res(n: int, k: int, seed: int, loss: float) -> dict:
+        return {"params": {"num-clients": n, "k-active": k}, "seed": seed,
+                "final": {"test_loss": loss}}
+
+    results = [res(16, 1, 0, 0.9), res(16, 1, 1, 0.5),  # mean 0.7
+               res(16, 4, 0, 0.6), res(16, 4, 1, 0.7),  # mean 0.65: chosen
+               res(64, 1, 0, 0.3), res(64, 8, 0, 0.4),
+               {"params": {"num-clients": 64, "topology": "ring"}, "seed": 0,
+                "final": {"test_loss": 0.0}}]  # not a candidate: no k-active
+    rows = choose(results, "k-active", "num-clients", "test_loss", maximize=False)
+    assert [(n, k) for n, k, _, _ in rows] == [(16, 4), (64, 1)]
+    assert abs(rows[0][2] - 0.65) < 1e-12
+    assert rows[0][3] == pytest.approx({1: 0.7, 4: 0.65})
+    assert choose(results, "k-active", "num-clients", "test_loss", True)[0][1] == 1
+    assert "| 16 | 4 | 0.6500 | 1: 0.7000, 4: 0.6500 |" in choice_table(
+        rows, "k-active", "num-clients", "test_loss")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def test_tiny_sweep_runs_and_resumes_without_redoing(tmp_path: Path) -> None:
     assert [(r["params"]["lr"], r["seed"]) for r in lines] == [(0.05, 0), (0.05, 1), (0.3, 0),
                                                                (0.3, 1)]
     for r in lines:
-        summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+        summary = json.loads(((sweep.folder / r["run_dir"]) / "summary.json").read_text())
         assert r["final"]["test_accuracy"] == summary["final"]["test_accuracy"]
         assert r["best"]["test_accuracy"] == summary["best"]["test_accuracy"]
         assert r["totals"]["bytes"] == (summary["totals"]["cum_bytes_down"]
@@ -160,3 +161,58 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert calls == [0.05, 0.3]
     assert [json.loads(x)["params"]["lr"] for x in results.read_text().splitlines()] == [0.3]
     assert "done 1 skipped 0 failed 1" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_sweep_via_flwr_run(tmp_path: Path) -> None:
+    """engine = "flower": every run goes through `flwr run` on one private SuperLink."""
+    from flowerbed.platform.sweep import FlowerRunner
+    from tests.conftest import ROOT
+    from tests.test_cli import processes_mentioning
+
+    text = TINY.replace("[grid]\nlr = [0.05, 0.3]", "").replace("num-server-rounds = 2",
+                                                                "num-server-rounds = 1")
+    text = text.replace("seeds = [0, 1]", "seeds = [3]")
+    sweep = load_sweep(write(tmp_path, 'engine = "flower"\n' + text))
+    home = tmp_path / "flwr-home"
+    with FlowerRunner(ROOT, home) as runner:
+        results = run_sweep(sweep, runner, stream=io.StringIO())
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [3]
+    summary = json.loads(((sweep.folder / lines[0]["run_dir"]) / "summary.json").read_text())
+    assert summary["config"]["engine"] == "flower"
+    assert summary["config"]["seed"] == 3
+    assert summary["rounds_completed"] == 1
+    deadline = time.monotonic() + 30  # Ray's actors exit a moment after the SuperLink
+    while processes_mentioning(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(str(home))
+
+
+def test_sweep_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowerbed.cli import main
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace("lr = [0.05, 0.3]",
+                                                                 "lr = [0.1]")
+    path = write(tmp_path, text)
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw"), "--report"]) == 0
+    err = capsys.readouterr().err
+    assert "1/1 runs | done 1 skipped 0 failed 0" in err
+    assert (tmp_path / "sw" / "runs" / "lr=0.1,seed=0" / "summary.json").exists()
+    assert (tmp_path / "sw" / "report" / "report.md").exists()
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 0
+    assert "1/1 runs | done 0 skipped 1" in capsys.readouterr().err
+    path.write_text(text.replace("lr = [0.1]", "lr = [-0.1]"))
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw2")]) == 2
+    assert "lr = -0.1 is invalid" in capsys.readouterr().err
+
+
+def test_sweep_command_exits_1_when_a_run_fails(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from flowerbed.cli import main
+
+    # valid config, fails at run time: a CNN needs images, synthetic data is a vector
+    path = write(tmp_path, 'seeds = [0]\n[base]\ndataset = "synthetic"\npartitioner = "iid"\n'
+                 'num-clients = 4\nnum-server-rounds = 1\nwandb = false\nmodel = "cnn"\n')
+    assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 1
+    assert "1 of 1 runs did not complete" in capsys.readouterr().err
