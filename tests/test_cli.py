@@ -38,7 +38,7 @@ def processes_mentioning(text: str) -> list[str]:
 @pytest.mark.parametrize(("override", "expected"), [
     ("lr=-1", "lr = -1.0 is invalid: must be > 0"),
     ("num-server-round=3", "did you mean 'num-server-rounds'"),
-    ("strategy='fedsgd'", "must be one of fedavg"),
+    ("strategy='fedsgd'", "fedavg, fedavg-known"),
     ("dataset='synthetic' model='cnn' partitioner='iid'", "needs (C, H, W) images"),
 ])
 def test_bad_config_exits_2_before_flower_starts(override: str, expected: str) -> None:
