@@ -17,7 +17,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import LinearOperator, eigsh
+from scipy.sparse.linalg import LinearOperator, eigs, eigsh
 
 from flowerbed.platform.base_graph import base_graph_matrices
 
@@ -36,7 +36,7 @@ TOPOLOGIES: tuple[str, ...] = (
 )
 
 # Above this many nodes spectral_gap uses ARPACK (sparse, Lanczos) instead of a dense eig.
-DENSE_EIG_MAX_N = 2000
+DENSE_EIG_MAX_N = 500
 # The complete graph refuses to materialise W beyond this many entries (use mix()).
 COMPLETE_MATRIX_MAX_ENTRIES = 25_000_000
 # Samples an Erdos-Renyi or random regular graph gets to come out connected.
@@ -121,26 +121,25 @@ class Topology:
         """1 - |lambda_2(W_step)|, lambda_2 the second largest eigenvalue in modulus.
 
         Closed form (FFT of the circulant kernel) where known; otherwise a dense eig for
-        n <= DENSE_EIG_MAX_N and ARPACK on W - (1/n) 1 1^T above (symmetric W only). One step
-        of a time-varying graph is usually disconnected: its gap is then 0.
+        n <= DENSE_EIG_MAX_N and ARPACK (largest modulus of W - (1/n) 1 1^T, sparse) above.
+        One step of a time-varying graph is usually disconnected: its gap is then 0.
         """
         if self.n == 1:
             return 1.0
         p = self.phase(step)
         eig = self._eigenvalues(p)
         if eig is None and self.n <= DENSE_EIG_MAX_N:
-            eig = np.linalg.eigvals(self.matrix(p).toarray())
+            dense = self.matrix(p).toarray()
+            eig = np.linalg.eigvalsh(dense) if self.symmetric else np.linalg.eigvals(dense)
         if eig is not None:
             moduli = np.sort(np.abs(eig))[::-1]
             return float(np.clip(1.0 - moduli[1], 0.0, 1.0))
-        if not self.symmetric:
-            raise ValueError(
-                f"spectral_gap of a non-symmetric {self.name} graph with n={self.n} > "
-                f"{DENSE_EIG_MAX_N} is not supported"
-            )
+        # W is doubly stochastic, so W - J has W's spectrum with the eigenvalue 1 replaced by 0.
         w = self.matrix(p)
-        op = LinearOperator((self.n, self.n), matvec=lambda v: w @ v - v.mean(), dtype=np.float64)
-        lam = eigsh(op, k=1, which="LM", return_eigenvectors=False, tol=1e-8, maxiter=10_000)
+        dtype = np.float64 if self.symmetric else np.complex128
+        op = LinearOperator((self.n, self.n), matvec=lambda v: w @ v - v.mean(), dtype=dtype)
+        solver = eigsh if self.symmetric else eigs
+        lam = solver(op, k=1, which="LM", return_eigenvectors=False, tol=1e-10, maxiter=100_000)
         return float(np.clip(1.0 - abs(lam[0]), 0.0, 1.0))
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
