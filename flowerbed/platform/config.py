@@ -297,9 +297,8 @@ def _check_cross_keys(cfg: RunConfig) -> None:
     check_data_config(cfg)
     from flowerbed.platform.topologies import TOPOLOGIES
 
-    if cfg.topology not in (*TOPOLOGIES, "base-2", "base"):
-        raise ConfigError("topology", cfg.topology,
-                          "must be one of " + ", ".join((*TOPOLOGIES, "base-2", "base")))
+    if cfg.topology not in TOPOLOGIES:
+        raise ConfigError("topology", cfg.topology, "must be one of " + ", ".join(TOPOLOGIES))
     if cfg.participation_min > cfg.participation_mean:
         raise ConfigError("participation-min", cfg.participation_min,
                           f"must be <= participation-mean ({cfg.participation_mean})")

@@ -169,9 +169,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
                         ) -> None:
         """The messages of one exchange over ``topology`` (rows = slots; ``nodes`` maps
         slot -> node id when the topology is over slots rather than nodes)."""
-        w = topology.matrix(step).tocoo()
-        off = w.row != w.col
-        src, dst = w.col[off], w.row[off]  # x_i <- sum_j W_ij x_j: j sends to i
+        src, dst = topology.edges(step)  # x_i <- sum_j W_ij x_j: j sends to i
         if nodes is not None:
             src, dst = nodes[src], nodes[dst]
         self.record_edges(src, dst)
