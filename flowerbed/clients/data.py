@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OFFLINE_DATASETS = ("digits", "synthetic")
+OFFLINE_DATASETS = ("digits", "synthetic", "quadratic")
 PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "natural-id", "linear", "square",
                 "exponential")
 # Keys that change the data a client sees; the cache is keyed on them.
@@ -168,9 +168,16 @@ def _arrow_dataset(columns: dict[str, np.ndarray]) -> datasets.Dataset:
     return datasets.Dataset(InMemoryTable(pa.table(cols)), fingerprint=uuid.uuid4().hex)
 
 
+def _quadratic(cfg: RunConfig) -> Any:
+    from flowerbed.clients.quadratic import build
+
+    return build(cfg)
+
+
 OFFLINE_BUILDERS: dict[str, Callable[[RunConfig], Any]] = {
     "digits": _digits,
     "synthetic": _synthetic,
+    "quadratic": _quadratic,  # Teleportation's synthetic objective (clients/quadratic.py)
 }
 
 
@@ -348,9 +355,9 @@ def check_data_config(cfg: RunConfig) -> None:
     if cfg.partitioner not in PARTITIONERS:
         raise ConfigError("partitioner", cfg.partitioner,
                           "must be one of " + ", ".join(PARTITIONERS))
-    if cfg.partitioner == "natural-id" and ds != "synthetic":
+    if cfg.partitioner == "natural-id" and ds not in ("synthetic", "quadratic"):
         raise ConfigError("partitioner", cfg.partitioner,
-                          "natural-id needs a dataset with client ids (synthetic)")
+                          "natural-id needs a dataset with client ids (synthetic, quadratic)")
     if ds in OFFLINE_SIZES:
         n_train = int(OFFLINE_SIZES[ds] * (1 - cfg.test_fraction))
         if cfg.num_clients > n_train:

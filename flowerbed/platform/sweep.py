@@ -224,19 +224,18 @@ def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[s
     totals["bytes"] = sum(int(totals.get(k, 0)) for k in
                           ("cum_bytes_down", "cum_bytes_up", "cum_bytes_p2p"))
     final, best = dict(summary.get("final", {})), dict(summary.get("best", {}))
-    # strategy-specific metrics (e.g. per-node accuracy): last and best value of each
+    # every accuracy (best = max) and loss (best = min) per round, e.g. per-node accuracy
     extra: dict[str, list[float]] = {}
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         for line in metrics.read_text().splitlines():
             rec = json.loads(line) if line.strip() else {}
             for k, v in rec.items():
-                if (k.endswith("accuracy") or k.endswith("_acc")) and isinstance(
-                        v, int | float) and k != "test_accuracy":
+                if k.endswith(("accuracy", "_acc", "loss")) and isinstance(v, int | float):
                     extra.setdefault(k, []).append(float(v))
     for k, vals in extra.items():
         final.setdefault(k, vals[-1])
-        best.setdefault(k, max(vals))
+        best.setdefault(k, min(vals) if k.endswith("loss") else max(vals))
     return {"run": spec.name, "label": spec.label, "params": spec.params, "seed": spec.seed,
             "status": summary.get("status"), "wall_time_s": summary.get("wall_time_s"),
             "rounds": summary.get("rounds_completed"), "final": final, "best": best,

@@ -36,13 +36,15 @@ def test_every_run_config_parses(path: Path, tmp_path: Path) -> None:
     checked = 0
     for run in runs:
         if run.overrides.get("strategy", "fedavg") in missing:
+            # every other key is still checked, with a registered strategy in its place
+            parse_run_config({**run.overrides, "strategy": "fedavg"})
             continue
         cfg = parse_run_config(run.overrides)
         assert cfg.seed == run.seed and cfg.engine == "inprocess"
         checked += 1
     if missing:
-        pytest.skip(f"{path.name}: validated {checked} of {len(runs)} runs; strategies not "
-                    f"in the registry yet: {', '.join(missing)}")
+        pytest.skip(f"{path.name}: validated {checked} of {len(runs)} runs fully, the others "
+                    f"with fedavg in place of {', '.join(missing)} (not in the registry yet)")
 
 
 def test_experiment_command_writes_the_report(tmp_path: Path) -> None:

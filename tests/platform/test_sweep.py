@@ -103,6 +103,10 @@ def test_tiny_sweep_runs_and_resumes_without_redoing(tmp_path: Path) -> None:
         summary = json.loads(((sweep.folder / r["run_dir"]) / "summary.json").read_text())
         assert r["final"]["test_accuracy"] == summary["final"]["test_accuracy"]
         assert r["best"]["test_accuracy"] == summary["best"]["test_accuracy"]
+        per_round = [json.loads(x) for x in
+                     (sweep.folder / r["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+        assert r["best"]["test_loss"] == min(x["test_loss"] for x in per_round)
+        assert r["final"]["test_loss"] == per_round[-1]["test_loss"]
         assert r["totals"]["bytes"] == (summary["totals"]["cum_bytes_down"]
                                         + summary["totals"]["cum_bytes_up"])
         assert summary["config"]["wandb-group"] == "tiny-group"
