@@ -58,6 +58,7 @@ class Topology:
         self.n = n
         self.period = period
         self._cache: dict[int, sp.csr_matrix] = {}
+        self._typed: dict[tuple[int, np.dtype], sp.csr_matrix] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n={self.n}, period={self.period})"
@@ -83,9 +84,18 @@ class Topology:
         return self._cache[p]
 
     def mix(self, x: np.ndarray, step: int) -> np.ndarray:
-        """W_step @ x for x of shape (n,) or (n, P); floating x keeps its dtype."""
+        """W_step @ x for x of shape (n,) or (n, P).
+
+        Floating x keeps its dtype and is mixed in it (float32 models: a float32 copy of W,
+        so no float64 temporary of the size of all models); other dtypes mix in float64.
+        """
         x = self._check_x(x)
-        return _as_dtype(self.matrix(step) @ x, x)
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+        key = (self.phase(step), dtype)
+        if key not in self._typed:
+            w = self.matrix(step)
+            self._typed[key] = w if w.dtype == dtype else w.astype(dtype)
+        return self._typed[key] @ x
 
     def in_neighbors(self, i: int, step: int) -> np.ndarray:
         """Sorted peers whose models node i receives at this step (W[i, j] != 0, j != i)."""
