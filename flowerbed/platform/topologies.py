@@ -77,7 +77,7 @@ class Topology:
         return int(step) % self.period
 
     def matrix(self, step: int) -> sp.csr_matrix:
-        """W_step as a CSR matrix (time-varying graphs use step % period)."""
+        """W_step as a CSR matrix (time-varying graphs use step % period); cached: read only."""
         p = self.phase(step)
         if p not in self._cache:
             self._cache[p] = self._build(p)
@@ -320,6 +320,7 @@ def erdos_renyi(n: int, p: float, seed: int) -> MatrixTopology:
         adj = _erdos_renyi_adjacency(n, p, rng)
         if _is_connected(adj):
             return MatrixTopology("erdos-renyi", [metropolis_hastings(adj)])
+        logger.info("erdos-renyi sample (n=%d, p=%g) disconnected; resampling", n, p)
     threshold = math.log(n) / n if n > 1 else 0.0
     raise ValueError(
         f"erdos-renyi graph with n={n}, edge probability {p} was disconnected in "
@@ -395,6 +396,7 @@ def random_regular(n: int, d: int, seed: int) -> MatrixTopology:
         if _is_connected(adj):
             w = (adj / (d + 1) + sp.identity(n) / (d + 1)).tocsr()
             return MatrixTopology("random-regular", [w])
+        logger.info("random-regular sample (n=%d, d=%d) disconnected; resampling", n, d)
     raise ValueError(
         f"random-regular graph with n={n}, degree={d} was not connected in "
         f"{CONNECT_ATTEMPTS} samples (seed {seed}); degree 1 and 2 graphs rarely are: "
