@@ -50,7 +50,8 @@ def _merge(steps: list[Step]) -> Step:
     """Steps of disjoint node sets run in parallel: one step."""
     if not steps:
         return _empty_step()
-    return tuple(np.concatenate([s[j] for s in steps]) for j in range(3))  # type: ignore[return-value]
+    rows, cols, vals = zip(*steps, strict=True)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 def _cliques(groups: np.ndarray) -> Step:

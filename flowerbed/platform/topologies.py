@@ -58,6 +58,7 @@ class Topology:
         self.n = n
         self.period = period
         self._cache: dict[int, sp.csr_matrix] = {}
+        self._typed: dict[tuple[int, np.dtype], sp.csr_matrix] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n={self.n}, period={self.period})"
@@ -76,16 +77,25 @@ class Topology:
         return int(step) % self.period
 
     def matrix(self, step: int) -> sp.csr_matrix:
-        """W_step as a CSR matrix (time-varying graphs use step % period)."""
+        """W_step as a CSR matrix (time-varying graphs use step % period); cached: read only."""
         p = self.phase(step)
         if p not in self._cache:
             self._cache[p] = self._build(p)
         return self._cache[p]
 
     def mix(self, x: np.ndarray, step: int) -> np.ndarray:
-        """W_step @ x for x of shape (n,) or (n, P); floating x keeps its dtype."""
+        """W_step @ x for x of shape (n,) or (n, P).
+
+        Floating x keeps its dtype and is mixed in it (float32 models: a float32 copy of W,
+        so no float64 temporary of the size of all models); other dtypes mix in float64.
+        """
         x = self._check_x(x)
-        return _as_dtype(self.matrix(step) @ x, x)
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+        key = (self.phase(step), dtype)
+        if key not in self._typed:
+            w = self.matrix(step)
+            self._typed[key] = w if w.dtype == dtype else w.astype(dtype)
+        return self._typed[key] @ x
 
     def in_neighbors(self, i: int, step: int) -> np.ndarray:
         """Sorted peers whose models node i receives at this step (W[i, j] != 0, j != i)."""
@@ -310,6 +320,7 @@ def erdos_renyi(n: int, p: float, seed: int) -> MatrixTopology:
         adj = _erdos_renyi_adjacency(n, p, rng)
         if _is_connected(adj):
             return MatrixTopology("erdos-renyi", [metropolis_hastings(adj)])
+        logger.info("erdos-renyi sample (n=%d, p=%g) disconnected; resampling", n, p)
     threshold = math.log(n) / n if n > 1 else 0.0
     raise ValueError(
         f"erdos-renyi graph with n={n}, edge probability {p} was disconnected in "
@@ -385,6 +396,7 @@ def random_regular(n: int, d: int, seed: int) -> MatrixTopology:
         if _is_connected(adj):
             w = (adj / (d + 1) + sp.identity(n) / (d + 1)).tocsr()
             return MatrixTopology("random-regular", [w])
+        logger.info("random-regular sample (n=%d, d=%d) disconnected; resampling", n, d)
     raise ValueError(
         f"random-regular graph with n={n}, degree={d} was not connected in "
         f"{CONNECT_ATTEMPTS} samples (seed {seed}); degree 1 and 2 graphs rarely are: "

@@ -87,6 +87,8 @@ def test_every_matrix_is_doubly_stochastic(name: str, n: int, kwargs: dict) -> N
         np.testing.assert_allclose(top.mix(x, t), w @ x, atol=1e-12)
         x32 = x.astype(np.float32)
         assert top.mix(x32, t).dtype == np.float32
+        np.testing.assert_allclose(top.mix(x32, t), w @ x, atol=1e-5)
+        np.testing.assert_allclose(top.mix(np.arange(n)[:, None], t), w @ np.arange(n)[:, None])
         np.testing.assert_allclose(top.mix(x[:, 0], t), w @ x[:, 0], atol=1e-12)
         support = (w != 0) & ~np.eye(n, dtype=bool)
         assert top.num_messages(t) == support.sum()
