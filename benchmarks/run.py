@@ -253,6 +253,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", help="run only these 'system:workload' pairs, e.g. c:W0")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="'system:workload' pairs not to run (reported as skipped)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true",
@@ -268,6 +270,8 @@ def main() -> None:
     for system, workload, rounds, note in plan():
         if args.only and f"{system}:{workload}" not in args.only:
             continue
+        if f"{system}:{workload}" in args.skip:
+            note = "not run in this invocation (--skip)"
         if note.startswith("not run"):
             results.append({"system": system, "workload": workload, "skipped": True,
                             "note": note})

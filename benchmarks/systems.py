@@ -220,6 +220,7 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
 def run_pfl(workload: str, rounds: int | None) -> dict[str, Any]:
     """FedAvg in pfl-research's in-process simulation, same data, model and init."""
     from pfl.aggregate.simulate import SimulatedBackend
+    from pfl.aggregate.weighting import WeightByDatapoints
     from pfl.algorithm import FederatedAveraging, NNAlgorithmParams
     from pfl.callback.base import TrainingProcessCallback
     from pfl.data.dataset import Dataset
@@ -274,12 +275,18 @@ def run_pfl(workload: str, rounds: int | None) -> dict[str, Any]:
             ends.append(time.time())
             return False, Metrics()
 
-    train = NNTrainHyperParams(local_num_epochs=None if cfg.local_steps else cfg.local_epochs,
-                               local_num_steps=cfg.local_steps or None,
+    epochs = cfg.local_epochs
+    if cfg.local_steps:  # pfl's local_num_steps only cuts the first epoch short: use epochs
+        per_epoch = {math.ceil(len(y) / cfg.batch_size) for y in data.y}
+        if len(per_epoch) != 1 or cfg.local_steps % min(per_epoch):
+            raise ValueError("pfl: local-steps must be whole epochs of equal-size clients")
+        epochs = cfg.local_steps // per_epoch.pop()
+    train = NNTrainHyperParams(local_num_epochs=epochs, local_num_steps=None,
                                local_learning_rate=cfg.lr, local_batch_size=cfg.batch_size)
     algo = NNAlgorithmParams(central_num_iterations=n_rounds, evaluation_frequency=10**6,
                              train_cohort_size=cfg.num_clients, val_cohort_size=0)
-    FederatedAveraging().run(algorithm_params=algo, backend=SimulatedBackend(fed, val),
+    backend = SimulatedBackend(fed, val, postprocessors=[WeightByDatapoints()])  # as FedAvg
+    FederatedAveraging().run(algorithm_params=algo, backend=backend,
                              model=model, model_train_params=train,
                              model_eval_params=NNEvalHyperParams(local_batch_size=1024),
                              callbacks=[Timer()], send_metrics_to_platform=False)
