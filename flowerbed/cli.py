@@ -96,7 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(cfg.output_dir).expanduser()
     if not out_dir.is_absolute():
         out_dir = app_dir / out_dir
-    run_config = [*(args.run_config or []), f'output-dir="{out_dir}"']
+    # flwr takes either one TOML file or key=value pairs: pass the parsed overrides as pairs
+    given = overrides(args.run_config)
+    given["output-dir"] = str(out_dir)
+    try:
+        run_config = [" ".join(f"{k}={toml_value(k, v)}" for k, v in given.items())]
+    except ConfigError as err:
+        return _fail(err)
     return flwr_run(app_dir, run_config, args.federation_config, out_dir)
 
 

@@ -52,9 +52,11 @@ def test_bad_config_exits_2_before_flower_starts(override: str, expected: str) -
 def test_flowerbed_run_end_to_end_on_ray(tmp_path: Path) -> None:
     """The real `flwr run .` on the Ray backend, its own FLWR_HOME and SuperLink."""
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}
-    out = flowerbed("run", "-c", "num-clients=10 num-server-rounds=2 fraction-train=1.0 "
-                    f"wandb=false local-epochs=2 run-name='e2e' output-dir='{tmp_path}/out'",
-                    env=env)
+    cfg_file = tmp_path / "small.toml"  # a run-config file, as in experiments/strategies/
+    cfg_file.write_text("num-clients = 10\nnum-server-rounds = 2\nfraction-train = 1.0\n"
+                        "wandb = false\nlocal-epochs = 2\nrun-name = 'e2e'\n"
+                        f"output-dir = '{tmp_path}/out'\n")
+    out = flowerbed("run", "-c", str(cfg_file), env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dir = tmp_path / "out" / "e2e"
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
