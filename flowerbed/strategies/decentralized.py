@@ -241,7 +241,9 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         xbar = models.mean(axis=0)
         out = {"consensus_distance": float(((models - xbar) ** 2).sum(axis=1).mean())}
         if self.services.evaluate is not None and len(models):
-            rows = self.eval_sample[self.eval_sample < len(models)]
+            # a fixed sample of nodes; strategies with fewer models (slots) use all of them
+            rows = (self.eval_sample if len(models) == self.n
+                    else np.arange(min(len(models), len(self.eval_sample))))
             accs = [self.services.evaluate(unflatten(models[i], self.like))["accuracy"]
                     for i in rows]
             out["node_accuracy_mean"] = float(np.mean(accs))

@@ -136,6 +136,7 @@ def test_other_decentralized_strategies_learn(name: str) -> None:
     assert result.records[-1]["test_accuracy"] > result.records[0]["test_accuracy"] + 0.2
     assert result.summary["totals"]["cum_bytes_p2p"] > 0
     assert result.summary["totals"]["cum_bytes_down"] == 0
+    assert 0 < result.records[-1]["node_accuracy_mean"] <= 1
 
 
 def test_teleportation_keeps_only_k_models() -> None:
