@@ -173,7 +173,9 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         arrays = initial_arrays
         for current_round in range(first_round, num_rounds + 1):
             replies = self._train_round(current_round, arrays, train_config, grid, timeout)
-            if replies is not None:
+            if replies is None:
+                self.on_round_skipped(current_round)
+            else:
                 agg_arrays, agg_metrics = self.aggregate_train(current_round, replies)
                 if agg_arrays is not None:
                     result.arrays = arrays = agg_arrays
@@ -211,6 +213,13 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                         self.max_retries + 1)
         self.skipped.add(server_round)
         log.warning("round %d skipped: the global model is unchanged", server_round)
+        return None
+
+    def on_round_skipped(self, server_round: int) -> None:
+        """Called for a round skipped for too few replies (the model stays unchanged).
+
+        Strategies with per-round bookkeeping (FedAU's participation intervals) count the
+        round as one in which nobody participated."""
         return None
 
     # --- sampling

@@ -70,6 +70,9 @@ class AllClientsAverage(CentralizedStrategy):
         self.last_omega = omega
         return {k: v.astype(global_state[k].dtype) for k, v in new.items()}
 
+    def on_round_skipped(self, server_round: int) -> None:
+        self.omega(server_round, [])  # a round without participants still counts
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates = self.decode(server_round, replies)

@@ -116,3 +116,22 @@ def test_fedavg_known_runs_with_nonuniform_participation(run):
     assert p is not None and len(np.unique(p)) > 1
     assert set(res.strategy.last_omega.values()) <= set((1 / p).tolist())
     assert res.records[-1]["test_accuracy"] > res.records[0]["test_accuracy"]
+
+
+def test_fedau_counts_rounds_in_which_nobody_participates(run):
+    # A round with no reply is skipped by the min-replies rule (the model stays), but for
+    # FedAU it is still a round of non-participation for every client.
+    over = dict(strategy="fedau", num_clients=4, num_server_rounds=12,
+                participation="bernoulli", participation_mean=0.15, participation_min=0.05,
+                fedau_cutoff=5, model="logreg", local_steps=1, seed=3)
+    res = run(**over)
+    cfg = parse_run_config({k.replace("_", "-"): v for k, v in over.items()})
+    part = build_participation(cfg, load_federation(cfg))
+    avail = [part.available(t).tolist() for t in range(1, 13)]
+    assert any(not a for a in avail)  # the case under test happens
+    replay = fedau(4, cutoff=5)
+    for t, nodes in enumerate(avail, start=1):
+        replay.omega(t, nodes)
+    np.testing.assert_array_equal(res.strategy.gap, replay.gap)
+    np.testing.assert_array_equal(res.strategy.interval_sum, replay.interval_sum)
+    assert res.summary["totals"]["round_skipped"] == sum(not a for a in avail)
