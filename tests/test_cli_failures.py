@@ -49,15 +49,16 @@ def test_toml_values_round_trip_through_flowers_parser():
 
 @pytest.mark.slow
 def test_a_serverapp_failure_makes_flowerbed_run_exit_non_zero(tmp_path):
-    """num-clients passes parse_run_config but leaves clients without data: the ServerApp
-    fails when it loads the data, `flwr run` itself exits 0 (FLOWER-NOTES 3), and
-    flowerbed must still exit non-zero from the run's final status."""
+    """A 2-D torus over 7 nodes passes the pre-flight checks (config, data, model) but not
+    the ServerApp, which builds the topology: `flwr run` itself exits 0 (FLOWER-NOTES 3),
+    and flowerbed must still exit non-zero from the run's final status."""
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
         [str(FLOWERBED), "run", str(APP), "-c",
-         f'num-clients=1400 num-server-rounds=1 wandb=false output-dir="{tmp_path}"',
+         f'strategy="dsgd" topology="torus" num-clients=7 num-server-rounds=1 wandb=false '
+         f'output-dir="{tmp_path}"',
          "--federation-config", "num-supernodes=1 client-resources-num-cpus=1"],
         env=env, cwd=APP, text=True, capture_output=True, timeout=400, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    assert "finished:failed" in out and "clients with no data" in out
+    assert "finished:failed" in out and "torus needs n = r * c" in out
