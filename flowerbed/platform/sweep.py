@@ -231,7 +231,8 @@ def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[s
         for line in metrics.read_text().splitlines():
             rec = json.loads(line) if line.strip() else {}
             for k, v in rec.items():
-                if k.endswith(("accuracy", "_acc", "loss")) and isinstance(v, int | float):
+                if ("accuracy" in k or k.endswith(("_acc", "loss"))) and isinstance(
+                        v, int | float) and not k.endswith("_std"):
                     extra.setdefault(k, []).append(float(v))
     for k, vals in extra.items():
         final.setdefault(k, vals[-1])

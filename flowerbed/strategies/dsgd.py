@@ -42,7 +42,15 @@ class DSGD(DecentralizedStrategy):
         self.x = self.mix(self.topology, half, step)
         self.record_topology(self.topology, step)
         if self.final_merge and server_round == self.num_rounds:
+            # the per-node models just before the single global merge (x-bar is unchanged)
+            self.premerge = {f"premerge_{k}": v for k, v in self.node_metrics().items()}
             self.all_reduce()
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        out = super().round_metrics(server_round)
+        if server_round == self.num_rounds and self.final_merge:
+            out.update(getattr(self, "premerge", {}))
+        return out
 
     def all_reduce(self) -> None:
         """Naive all-reduce: every node sends its model to every other node."""

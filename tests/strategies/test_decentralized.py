@@ -113,6 +113,9 @@ def test_dsgd_ring_ledger_counts_two_messages_per_node_per_step() -> None:
         assert rec["round_max_node_bytes_sent"] == 2 * model_bytes
     # the last round adds the naive all-reduce: n (n - 1) messages
     assert result.records[3]["round_messages"] == 16 + 8 * 7
+    # per-node models before the merge differ; after it every node holds x-bar
+    assert result.records[3]["premerge_consensus_distance"] > 0
+    assert result.records[3]["consensus_distance"] < 1e-10
     assert result.summary["totals"]["cum_messages"] == 3 * 16 + 56
 
 
