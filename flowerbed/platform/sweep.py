@@ -231,12 +231,12 @@ def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[s
         for line in metrics.read_text().splitlines():
             rec = json.loads(line) if line.strip() else {}
             for k, v in rec.items():
-                if ("accuracy" in k or k.endswith(("_acc", "loss"))) and isinstance(
+                if ("accuracy" in k or "loss" in k or k.endswith("_acc")) and isinstance(
                         v, int | float) and not k.endswith("_std"):
                     extra.setdefault(k, []).append(float(v))
     for k, vals in extra.items():
         final.setdefault(k, vals[-1])
-        best.setdefault(k, min(vals) if k.endswith("loss") else max(vals))
+        best.setdefault(k, min(vals) if "loss" in k else max(vals))
     return {"run": spec.name, "label": spec.label, "params": spec.params, "seed": spec.seed,
             "status": summary.get("status"), "wall_time_s": summary.get("wall_time_s"),
             "rounds": summary.get("rounds_completed"), "final": final, "best": best,

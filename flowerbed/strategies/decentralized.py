@@ -244,10 +244,11 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
             # a fixed sample of nodes; strategies with fewer models (slots) use all of them
             rows = (self.eval_sample if len(models) == self.n
                     else np.arange(min(len(models), len(self.eval_sample))))
-            accs = [self.services.evaluate(unflatten(models[i], self.like))["accuracy"]
-                    for i in rows]
+            evals = [self.services.evaluate(unflatten(models[i], self.like)) for i in rows]
+            accs = [e["accuracy"] for e in evals]
             out["node_accuracy_mean"] = float(np.mean(accs))
             out["node_accuracy_std"] = float(np.std(accs))
+            out["node_loss_mean"] = float(np.mean([e["loss"] for e in evals]))
         return out
 
     def round_metrics(self, server_round: int) -> dict[str, float]:
