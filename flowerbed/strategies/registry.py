@@ -21,6 +21,7 @@ STRATEGIES: dict[str, str] = {
     "dsgd": "flowerbed.strategies.dsgd:DSGD",
     "gossip": "flowerbed.strategies.gossip:Gossip",
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
+    "teleportation-tuned": "flowerbed.strategies.teleportation_tuned:TeleportationTuned",
     "modest": "flowerbed.strategies.modest:MoDeST",
 }
 

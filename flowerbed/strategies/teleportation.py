@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 class Teleportation(DecentralizedStrategy):
     def __init__(self, k_active: int, slot_topology: Topology, resample: bool = True,
-                 **kwargs: Any) -> None:
+                 universe: np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # the nodes this run may activate (all by default; a disjoint block when tuning)
+        self.universe = None if universe is None else np.asarray(universe, np.int64)
         if not 1 <= k_active <= self.n:
             raise ValueError(f"k-active = {k_active} must be in 1..num-clients ({self.n})")
         self.k = k_active
@@ -54,7 +56,10 @@ class Teleportation(DecentralizedStrategy):
         return np.concatenate([chosen, np.full(self.k - m, -1, dtype=np.int64)])
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        nodes = self.choose_nodes(sorted(int(v) for v in grid.get_node_ids()))
+        available = sorted(int(v) for v in grid.get_node_ids())
+        if self.universe is not None:
+            available = sorted(set(available).intersection(self.universe.tolist()))
+        nodes = self.choose_nodes(available)
         live = np.flatnonzero(nodes >= 0)
         moved = live[(self.holders[live] >= 0) & (self.holders[live] != nodes[live])]
         self.record_edges(self.holders[moved], nodes[moved])  # teleport the slot models
