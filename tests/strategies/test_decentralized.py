@@ -145,3 +145,25 @@ def test_other_decentralized_strategies_learn(name: str) -> None:
 def test_teleportation_keeps_only_k_models() -> None:
     result = _run(strategy="teleportation", num_clients=50, k_active=4, num_server_rounds=2)
     assert result.strategy.x.shape[0] == 4
+
+
+def test_variance_correction_restores_each_tensors_variance() -> None:
+    """Averaging independent models shrinks each weight tensor's variance; the corrected
+    average keeps the plain average's per-tensor mean and has the averaged models' mean
+    variance again (Tian et al. 2024, our reading)."""
+    n = 4
+    strat = DSGD(topology=build_topology("complete", n), num_nodes=n, final_merge=False,
+                 variance_correction=True)
+    strat.like = {"w": np.zeros((5, 6), np.float32), "b": np.zeros(5, np.float32)}
+    x = np.random.default_rng(0).normal(size=(n, 35)).astype(np.float32)
+    plain = x.mean(axis=0)
+    mixed = strat.mix(build_topology("complete", n), x, 0)
+    for s in strat.tensor_slices():
+        target = x[:, s].var(axis=1).mean()
+        assert plain[s].var() < 0.5 * target  # the vanishing variance being corrected
+        np.testing.assert_allclose(mixed[:, s].var(axis=1), target, rtol=1e-4)
+        np.testing.assert_allclose(mixed[:, s].mean(axis=1), plain[s].mean(), atol=1e-6)
+    off = DSGD(topology=build_topology("complete", n), num_nodes=n, final_merge=False)
+    off.like = strat.like
+    np.testing.assert_allclose(off.mix(build_topology("complete", n), x, 0),
+                               np.tile(plain, (n, 1)), atol=1e-6)
