@@ -257,14 +257,13 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
 
     # --- checkpoints: the stacked models and the RNG
     def state_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "like_names": list(self.like),
-                "like": {k: v for k, v in self.like.items()},
+        return {"x": self.x, "like": dict(self.like),  # dict order survives the JSON
                 "rng": self.rng.bit_generator.state,
                 "failed": {str(k): v for k, v in self.failed.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.x = np.asarray(state["x"], np.float32)
-        self.like = {k: np.asarray(state["like"][k]) for k in state["like_names"]}
+        self.like = {k: np.asarray(v) for k, v in state["like"].items()}
         self.rng.bit_generator.state = state["rng"]
         self.failed = {int(k): int(v) for k, v in state["failed"].items()}
 
