@@ -148,6 +148,9 @@ KEYS: tuple[Key, ...] = (
     Key("k-active", 8, "Teleportation: active nodes per round k", positive),
     Key("tuning-metric", "xbar", "teleportation-tuned: choose k by the loss of x-bar ('xbar') "
         "or by the mean loss of the run's slot models ('nodes')", one_of("xbar", "nodes")),
+    Key("tuning-sets", "per-round", "teleportation-tuned: the candidates' disjoint node sets, "
+        "drawn afresh from all nodes every round ('per-round') or fixed contiguous blocks "
+        "('fixed')", one_of("per-round", "fixed")),
     Key("final-merge", True, "decentralized: report the globally merged model x-bar"),
     Key("variance-correction", False, "gossip/D-SGD: variance-corrected averaging"),
     Key("trainers", 10, "MoDeST: trainers sampled per round", positive),

@@ -1,7 +1,8 @@
-"""Teleportation's k tuning (Algorithm 2): disjoint node blocks, k = n phase, best kept."""
+"""Teleportation's k tuning (Algorithm 2): disjoint node sets, k = n phase, best kept."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,10 @@ def test_tuning_set_fits_in_n() -> None:
         assert all(any(k_star / 4 < k <= k_star for k in ks) for k_star in range(1, n))
 
 
-def test_candidates_use_disjoint_blocks_then_k_equals_n() -> None:
+def test_fixed_sets_are_disjoint_blocks_then_k_equals_n() -> None:
     cfg = parse_run_config(tiny(strategy="teleportation-tuned", num_clients=15,
-                                num_server_rounds=10, lr=0.3, local_steps=5))
+                                num_server_rounds=10, lr=0.3, local_steps=5,
+                                tuning_sets="fixed"))
     result = run_experiment(cfg)
     strat = result.strategy
     blocks = [set(c.universe.tolist()) for c in strat.candidates]
@@ -44,6 +46,60 @@ def test_candidates_use_disjoint_blocks_then_k_equals_n() -> None:
     assert strat.leader.k == last["chosen_k"]
     np.testing.assert_allclose(strat.x, strat.leader.x)
     assert last["test_accuracy"] > result.records[0]["test_accuracy"] + 0.2
+
+
+def _spy_on_steps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, np.ndarray]]:
+    """(round, k, holders) after every Teleportation step of every run."""
+    seen: list[tuple[int, int, np.ndarray]] = []
+    step = Teleportation.step
+
+    def spy(self: Teleportation, server_round: int, grid: Any, timeout: float) -> None:
+        step(self, server_round, grid, timeout)
+        seen.append((server_round, self.k, self.holders.copy()))
+
+    monkeypatch.setattr(Teleportation, "step", spy)
+    return seen
+
+
+def test_per_round_sets_are_disjoint_and_drawn_from_all_nodes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _spy_on_steps(monkeypatch)
+    cfg = parse_run_config(tiny(strategy="teleportation-tuned", num_clients=15,
+                                num_server_rounds=40, lr=0.3, local_steps=1))
+    assert cfg.tuning_sets == "per-round"
+    run_experiment(cfg)
+    for r in range(1, 21):  # the tuning phase: 1 + 2 + 4 + 8 = 15 = n nodes, all busy
+        sets = [h for rr, k, h in seen if rr == r]
+        assert [len(h) for h in sets] == [1, 2, 4, 8]
+        assert sorted(np.concatenate(sets).tolist()) == list(range(15))  # disjoint, all
+    assert {k for rr, k, _ in seen if rr > 20} == {15}  # then only k = n runs
+    # unlike a fixed block, the k = 1 candidate hops over the whole network
+    assert len({int(h[0]) for rr, k, h in seen if k == 1}) >= 8
+    # a slot is handed to a new node when its holder changes (teleport), as in Algorithm 1
+    k4 = [h for _, k, h in seen if k == 4]
+    assert any((a != b).any() for a, b in itertools.pairwise(k4))
+
+
+def test_per_round_sets_see_the_whole_objective() -> None:
+    """Quadratic, zeta^2 = 10: with a fixed block the k = 1 candidate descends on its one
+    node's f_v and ends near c_v, at loss ~ 1/2 ||c_v - c-bar||^2; drawn per round it sees
+    a new node each round and stays near c-bar (an exponential average of the c_v)."""
+    def k1_loss(sets: str) -> float:
+        cfg = parse_run_config(tiny(
+            strategy="teleportation-tuned", num_clients=15, num_server_rounds=60, lr=0.1,
+            local_steps=1, batch_size=1, dataset="quadratic", partitioner="natural-id",
+            model="flowerbed.clients.quadratic:model", synthetic_dim=5, synthetic_samples=4,
+            synthetic_alpha=10.0, synthetic_beta=0.0, tuning_sets=sets))
+        strat = run_experiment(cfg).strategy
+        c = centers_and_points(15, 5, 4, 10.0, 0.0, cfg.seed)[0]
+        k1 = strat.candidates[0]
+        if sets == "fixed":  # 30 steps x <- x - 0.1 (x - c_0) from 0: x = (1 - 0.9^30) c_0
+            np.testing.assert_allclose(k1.x[0], (1 - 0.9 ** 30) * c[0], rtol=1e-4,
+                                       atol=1e-5)
+        return float(0.5 * ((k1.x[0] - c.mean(0)) ** 2).sum())
+
+    fixed, per_round = k1_loss("fixed"), k1_loss("per-round")
+    assert per_round < fixed / 3
 
 
 def _tuned_on_quadratic(metric: str) -> tuple[Any, Any]:
