@@ -56,6 +56,12 @@ def topology_from_config(cfg: RunConfig, n: int) -> Topology:
         raise ConfigError("topology", cfg.topology, str(err)) from None
 
 
+def eval_rows(seed: int, num_nodes: int, eval_nodes: int) -> np.ndarray:
+    """The nodes whose models the per-node metrics sample (sorted, fixed per seed)."""
+    rng = np.random.default_rng([seed, 31337])
+    return np.sort(rng.choice(num_nodes, min(eval_nodes, num_nodes), replace=False))
+
+
 class DecentralizedStrategy(PlatformStrategy, Strategy):
     """Base for D-SGD, gossip, Teleportation, MoDeST and user decentralized strategies."""
 
@@ -73,9 +79,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         self.x: np.ndarray = np.zeros((0, 0), np.float32)  # (models, P)
         self.like: State = {}
         self.model_bytes = 0
-        sample_rng = np.random.default_rng([seed, 31337])
-        self.eval_sample = np.sort(sample_rng.choice(num_nodes, min(eval_nodes, num_nodes),
-                                                     replace=False))
+        self.eval_sample = eval_rows(seed, num_nodes, eval_nodes)
         self.metrics: dict[int, dict[str, float]] = {}
         self.failed: dict[int, int] = {}
         self.services = Services(num_nodes=num_nodes, seed=seed)
