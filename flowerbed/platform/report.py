@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ def choice_table(rows: list[tuple[Any, Any, float, dict[Any, float]]], among: st
     chosen runs (one dict per row)."""
     names = [per] if isinstance(per, str) else per
     extra = list(shown[0]) if shown else []
-    head = [*names, f"chosen {among}", f"final {metric}", *[f"final {m}" for m in extra],
+    head = [*names, f"chosen {among}", f"final {metric}",
+            *[m if m.startswith("expected") else f"final {m}" for m in extra],
             "all candidates"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, (key, best, value, avg) in enumerate(rows):
@@ -157,9 +159,11 @@ def choice_table(rows: list[tuple[Any, Any, float, dict[Any, float]]], among: st
 
 
 def scaling_plot(results: list[dict[str, Any]], choice: dict[str, Any], x: str, metric: str,
-                 maximize: bool, out_dir: Path, title: str) -> Path:
+                 maximize: bool, out_dir: Path, title: str,
+                 theory: Callable[[dict[str, Any]], float | None] | None = None) -> Path:
     """Final ``metric`` (mean ± std over seeds, at the tuned value) against parameter ``x``,
-    one line per sweep configuration; the choice must be per ("config", x)."""
+    one line per sweep configuration; the choice must be per ("config", x). ``theory``
+    (a run's predicted final metric, or None) adds a dashed line per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,16 +171,23 @@ def scaling_plot(results: list[dict[str, Any]], choice: dict[str, Any], x: str, 
 
     rows = choose(results, choice["among"], ["config", x], metric, maximize)
     series: dict[str, list[tuple[float, float, float]]] = {}
+    predicted: dict[str, list[tuple[float, float]]] = {}
     for key, best, _, _ in rows:
-        vals = [r["final"][metric] for r in chosen_runs(results, choice["among"],
-                                                         ["config", x], key, best)]
-        m, s = mean_std(vals)
+        runs = chosen_runs(results, choice["among"], ["config", x], key, best)
+        m, s = mean_std([r["final"][metric] for r in runs])
         series.setdefault(str(key[0]), []).append((float(key[1]), m, s))
+        preds = [p for r in runs if (p := theory(r)) is not None] if theory else []
+        if preds:
+            predicted.setdefault(str(key[0]), []).append((float(key[1]), float(np.mean(preds))))
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, pts in series.items():
         pts.sort()
         xs, ms, ss = (np.array(v) for v in zip(*pts, strict=True))
-        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
+        bar = ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
+        if name in predicted:
+            px, pm = zip(*sorted(predicted[name]), strict=True)
+            ax.plot(px, pm, linestyle="--", marker="x", color=bar.lines[0].get_color(),
+                    alpha=0.7, label=f"{name}: expected (theory)")
     ax.set(xscale="log", yscale="log", xlabel=x,
            ylabel=f"final {metric} (tuned {choice['among']})",
            title=f"{title}: final {metric} vs {x}")
@@ -250,6 +261,29 @@ def plot(results: list[dict[str, Any]], metric: str, sweep_dir: Path, out_dir: P
     return paths
 
 
+def _theory(spec: dict[str, Any], path: str | None
+            ) -> Callable[[dict[str, Any]], float | None] | None:
+    """``[report] theory = "pkg.mod:fn"``: fn(run config, final metrics) -> the run's
+    predicted final metric (or None), called with each run's parsed config."""
+    if not path:
+        return None
+    from flowerbed.platform.config import parse_run_config
+    from flowerbed.platform.imports import load_object
+
+    fn = load_object(path, "report.theory")
+    cache: dict[str, float | None] = {}
+
+    def predict(r: dict[str, Any]) -> float | None:
+        if r["run"] not in cache:
+            cfg = parse_run_config({"engine": spec.get("engine", "inprocess"),
+                                    **spec.get("base", {}), **r["params"], "seed": r["seed"]})
+            value = fn(cfg, r["final"])
+            cache[r["run"]] = None if value is None else float(value)
+        return cache[r["run"]]
+
+    return predict
+
+
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Path:
     """Write the report of a sweep folder; returns the path of ``report.md``."""
     sweep_dir = Path(sweep_dir)
@@ -282,6 +316,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
               "seeds (sample std). `final` = last round, `best` = best round; MiB and "
               "messages from the communication ledger (all links, whole run).", "",
               markdown_table(rows, metrics), ""]
+    theory = _theory(spec, rep.get("theory"))
     for ch in choices:
         maximize = bool(ch.get("maximize", True))
         per = ch["per"]
@@ -291,16 +326,21 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
                      results, ch["among"], per, key, best) if r["final"].get(m) is not None])
                       else None) for m in ch.get("show", [])}
                  for key, best, _, _ in rows_ch]
+        if theory:
+            for row, (key, best, _, _) in zip(shown, rows_ch, strict=True):
+                preds = [p for r in chosen_runs(results, ch["among"], per, key, best)
+                         if (p := theory(r)) is not None]
+                row[f"expected {ch['metric']} (theory)"] = mean_std(preds) if preds else None
         parts += [f"## Tuned {ch['among']} per {per_text}", "",
                   f"The value of {ch['among']} with the {'highest' if maximize else 'lowest'} "
                   f"final {ch['metric']} (mean over seeds), for each {per_text}.", "",
                   choice_table(rows_ch, ch["among"], per, ch["metric"],
-                               shown if ch.get("show") else None), ""]
+                               shown if ch.get("show") or theory else None), ""]
     sc = rep.get("scaling")
     if sc and choices:
         ch = choices[0]
         plots.append(scaling_plot(results, ch, sc["x"], ch["metric"],
-                                  bool(ch.get("maximize", True)), out_dir, name))
+                                  bool(ch.get("maximize", True)), out_dir, name, theory))
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")

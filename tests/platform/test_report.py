@@ -143,3 +143,68 @@ def test_sweep_results_keep_the_configuration_label(tmp_path: Path) -> None:
     run_sweep(sweep, stream=io.StringIO())
     results = [json.loads(x) for x in (sweep.folder / "results.jsonl").read_text().splitlines()]
     assert [r["config"] for r in results] == ["slow", "fast"]
+
+
+THEORY_SWEEP = """
+name = "tiny-theory"
+seeds = [0, 1]
+
+[base]
+dataset = "quadratic"
+partitioner = "natural-id"
+model = "flowerbed.clients.quadratic:model"
+synthetic-dim = 3
+synthetic-samples = 4
+synthetic-alpha = 5.0
+synthetic-beta = 0.0
+quadratic-offset = 1.0
+local-steps = 1
+batch-size = 1
+num-server-rounds = 12
+eval-every = 12
+final-merge = false
+strategy = "dsgd"
+wandb = false
+
+[grid]
+lr = [0.1, 0.2]
+
+[[configs]]
+label = "ring"
+topology = "ring"
+num-clients = [6, 12]
+
+[report]
+metric = "node_loss_mean"
+theory = "flowerbed.experiments.quadratic_theory:expected_node_loss"
+
+[[report.choose]]
+among = "lr"
+per = ["config", "num-clients"]
+metric = "node_loss_mean"
+maximize = false
+
+[report.scaling]
+x = "num-clients"
+"""
+
+
+def test_report_puts_the_theory_next_to_the_measurement(tmp_path: Path) -> None:
+    """Noiseless D-SGD on the quadratic is deterministic, so the report's expected column
+    must equal the measured final node loss of the chosen runs."""
+    path = tmp_path / "s.toml"
+    path.write_text(THEORY_SWEEP)
+    sweep = load_sweep(path)
+    run_sweep(sweep, stream=io.StringIO())
+    out = tmp_path / "report"
+    assert main(["report", str(sweep.folder), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| final node_loss_mean | expected node_loss_mean (theory) |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ring | ")]
+    assert len(rows) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        measured = float(cells[3])
+        expected = float(re.findall(r"[-0-9.]+", cells[4])[0])
+        assert measured > 0.01 and expected == pytest.approx(measured, abs=2e-4)
+    assert (out / "scaling.png").stat().st_size > 10_000
