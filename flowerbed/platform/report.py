@@ -179,7 +179,7 @@ def scaling_plot(results: list[dict[str, Any]], choice: dict[str, Any], x: str, 
         preds = [p for r in runs if (p := theory(r)) is not None] if theory else []
         if preds:
             predicted.setdefault(str(key[0]), []).append((float(key[1]), float(np.mean(preds))))
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(11 if predicted else 7, 5))
     for name, pts in series.items():
         pts.sort()
         xs, ms, ss = (np.array(v) for v in zip(*pts, strict=True))
@@ -192,7 +192,10 @@ def scaling_plot(results: list[dict[str, Any]], choice: dict[str, Any], x: str, 
            ylabel=f"final {metric} (tuned {choice['among']})",
            title=f"{title}: final {metric} vs {x}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if predicted:  # many lines: keep the legend off the data
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = out_dir / "scaling.png"
     fig.savefig(path, dpi=100)
