@@ -28,7 +28,7 @@ class Teleportation(DecentralizedStrategy):
     def __init__(self, k_active: int, slot_topology: Topology, resample: bool = True,
                  universe: np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # the nodes this run may activate (all by default; a disjoint block when tuning)
+        # the nodes this run may activate (all by default; a disjoint set when tuning)
         self.universe = None if universe is None else np.asarray(universe, np.int64)
         if not 1 <= k_active <= self.n:
             raise ValueError(f"k-active = {k_active} must be in 1..num-clients ({self.n})")
