@@ -125,7 +125,7 @@ class VirtualGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         """The virtual clients reachable this round (participation decides)."""
-        return [int(v) for v in self._available]
+        return self._available.tolist()  # Python ints, built in C
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []

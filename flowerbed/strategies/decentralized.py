@@ -56,6 +56,12 @@ def topology_from_config(cfg: RunConfig, n: int) -> Topology:
         raise ConfigError("topology", cfg.topology, str(err)) from None
 
 
+def available_nodes(grid: Grid) -> np.ndarray:
+    """This round's reachable node ids as a sorted int64 array (no per-id Python work, so
+    strategies whose round touches k << n nodes do not pay O(n) interpreter time)."""
+    return np.sort(np.fromiter(grid.get_node_ids(), dtype=np.int64))
+
+
 def eval_rows(seed: int, num_nodes: int, eval_nodes: int) -> np.ndarray:
     """The nodes whose models the per-node metrics sample (sorted, fixed per seed)."""
     rng = np.random.default_rng([seed, 31337])

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.strategies.decentralized import DecentralizedStrategy
+from flowerbed.strategies.decentralized import DecentralizedStrategy, available_nodes
 
 
 class Gossip(DecentralizedStrategy):
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        active = np.array(sorted(int(v) for v in grid.get_node_ids()), dtype=np.int64)
+        active = available_nodes(grid)
         if self.n < 2 or active.size == 0:
             return
         # each sender picks a peer uniformly among the other n - 1 nodes

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.strategies.decentralized import DecentralizedStrategy
+from flowerbed.strategies.decentralized import DecentralizedStrategy, available_nodes
 
 if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
@@ -37,7 +37,7 @@ class MoDeST(DecentralizedStrategy):
         return x0[None, :].copy()  # the aggregators' common model
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        available = np.array(sorted(int(v) for v in grid.get_node_ids()), dtype=np.int64)
+        available = available_nodes(grid)
         if available.size == 0:
             return
         trainers = self.rng.choice(available, size=min(self.s, available.size), replace=False)

@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.strategies.decentralized import DecentralizedStrategy, topology_from_config
+from flowerbed.strategies.decentralized import (
+    DecentralizedStrategy,
+    available_nodes,
+    topology_from_config,
+)
 
 if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
@@ -46,19 +50,19 @@ class Teleportation(DecentralizedStrategy):
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         return np.tile(x0, (self.k, 1))  # k slot models; n models never exist
 
-    def choose_nodes(self, available: list[int]) -> np.ndarray:
+    def choose_nodes(self, available: np.ndarray) -> np.ndarray:
         """Slot i -> its node this round (-1: no node available for the slot)."""
         if not self.resample:
-            return np.arange(self.k) if len(available) >= self.k else np.array(
-                [i if i in set(available) else -1 for i in range(self.k)])
+            slots = np.arange(self.k, dtype=np.int64)
+            return np.where(np.isin(slots, available), slots, -1)
         m = min(self.k, len(available))
         chosen = self.rng.choice(np.asarray(available, np.int64), size=m, replace=False)
         return np.concatenate([chosen, np.full(self.k - m, -1, dtype=np.int64)])
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        available = sorted(int(v) for v in grid.get_node_ids())
+        available = available_nodes(grid)
         if self.universe is not None:
-            available = sorted(set(available).intersection(self.universe.tolist()))
+            available = np.intersect1d(available, self.universe)
         nodes = self.choose_nodes(available)
         live = np.flatnonzero(nodes >= 0)
         moved = live[(self.holders[live] >= 0) & (self.holders[live] != nodes[live])]

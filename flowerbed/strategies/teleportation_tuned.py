@@ -35,7 +35,11 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from flowerbed.platform.arrays import unflatten
-from flowerbed.strategies.decentralized import DecentralizedStrategy, topology_from_config
+from flowerbed.strategies.decentralized import (
+    DecentralizedStrategy,
+    available_nodes,
+    topology_from_config,
+)
 from flowerbed.strategies.teleportation import Teleportation
 
 if TYPE_CHECKING:
@@ -92,8 +96,7 @@ class TeleportationTuned(DecentralizedStrategy):
         """This round's disjoint node sets: a shuffle of the available nodes, cut into
         consecutive pieces of k_1, k_2, ... nodes (short or empty at the end when fewer
         than sum(K) nodes are available)."""
-        order = self.rng.permutation(np.asarray(sorted(int(v) for v in grid.get_node_ids()),
-                                                np.int64))
+        order = self.rng.permutation(available_nodes(grid))
         start = 0
         for run in self.candidates:
             run.universe = order[start:start + run.k]
