@@ -14,8 +14,9 @@ W3: Teleportation, k = 32 active slots, n = 1,000 and n = 10,000, 10 rounds, on 
     the platform's cost per round as n grows. With LEAF's lognormal sizes the vmapped
     round lasts as long as the largest of the 32 drawn clients (the round time and the
     drawn maximum of local steps correlate at 1.0), and which clients are drawn differs
-    between n = 1,000 and n = 10,000: 1.29x / 1.25x (flwr run / in-process) in the
-    2026-12-01 run with median maxima of 51 vs 38 steps.
+    between n = 1,000 and n = 10,000: 1.29x / 1.25x (flwr run / in-process) in a
+    2026-12-01 run; over 20 rounds of the same draws the largest client took a median of
+    51 local steps at n = 10,000 and 38 at n = 1,000.
 M10k: FedAvg with 10,000 virtual clients (W1's setup) in one ``flwr run``: peak memory.
 Every client trains each round (fraction-train = 1); the global model is evaluated on
 the held-out test set at the end only, on every system alike.
