@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flowerbed.clients.quadratic import centers_and_points
-from flowerbed.platform.topologies import Topology, build_topology
+from flowerbed.platform.topologies import Topology
+from flowerbed.strategies.decentralized import eval_rows, topology_from_config
 
 if TYPE_CHECKING:
     from flowerbed.platform.config import RunConfig
@@ -65,10 +66,9 @@ def dsgd_losses(cfg: RunConfig) -> np.ndarray:
     """Expected loss of every node model after ``num-server-rounds`` rounds of D-SGD."""
     c, s2 = _data(cfg)
     cbar = c.mean(axis=0)
-    topo = build_topology(cfg.topology, cfg.num_clients, degree=cfg.degree,
-                          edge_probability=cfg.edge_probability, seed=cfg.seed)
     mu0 = np.tile(-cbar, (cfg.num_clients, 1))
-    return expected_losses(topo, mu0, c - cbar, np.diag(s2), cfg.lr, cfg.num_server_rounds)
+    return expected_losses(topology_from_config(cfg, cfg.num_clients), mu0, c - cbar,
+                           np.diag(s2), cfg.lr, cfg.num_server_rounds)
 
 
 def teleportation_losses(cfg: RunConfig, k: int | None = None,
@@ -84,10 +84,8 @@ def teleportation_losses(cfg: RunConfig, k: int | None = None,
     ones = np.ones((k, k))
     hetero = (n / (n - 1) * np.eye(k) - ones / (n - 1)) if n > 1 else np.zeros((k, k))
     cov = float(s2.mean()) * np.eye(k) + z * hetero
-    topo = build_topology(cfg.topology, k, degree=cfg.degree,
-                          edge_probability=cfg.edge_probability, seed=cfg.seed)
-    return expected_losses(topo, np.tile(-cbar, (k, 1)), np.zeros((k, c.shape[1])), cov,
-                           cfg.lr, rounds)
+    return expected_losses(topology_from_config(cfg, k), np.tile(-cbar, (k, 1)),
+                           np.zeros((k, c.shape[1])), cov, cfg.lr, rounds)
 
 
 def expected_node_loss(cfg: RunConfig, final: dict[str, Any] | None = None) -> float | None:
@@ -95,8 +93,6 @@ def expected_node_loss(cfg: RunConfig, final: dict[str, Any] | None = None) -> f
     strategy this model does not cover. D-SGD: averaged over the run's sampled eval nodes
     (as the run reports it). teleportation-tuned: the chosen k's run (``final['chosen_k']``),
     trained for half the rounds (T of the 2T), as the kept run is."""
-    from flowerbed.strategies.decentralized import eval_rows
-
     if cfg.dataset != "quadratic" or cfg.local_steps != 1 or cfg.batch_size != 1:
         return None
     if cfg.strategy == "dsgd" and not cfg.final_merge:
