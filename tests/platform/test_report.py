@@ -12,7 +12,7 @@ import pytest
 
 from flowerbed.cli import main
 from flowerbed.platform.report import curves
-from flowerbed.platform.sweep import load_sweep, run_sweep
+from flowerbed.platform.sweep import Sweep, load_sweep, run_sweep
 
 SWEEP = """
 name = "tiny-report"
@@ -36,13 +36,19 @@ lr = 0.3
 """
 
 
-def test_report_from_a_tiny_sweep(tmp_path: Path) -> None:
+def _sweep_and_report(tmp_path: Path, text: str) -> tuple[Sweep, Path]:
+    """Run the sweep file ``text``, then ``flowerbed report`` it into tmp_path/report."""
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP)
+    path.write_text(text)
     sweep = load_sweep(path)
     run_sweep(sweep, stream=io.StringIO())
     out = tmp_path / "report"
     assert main(["report", str(sweep.folder), "--out", str(out)]) == 0
+    return sweep, out
+
+
+def test_report_from_a_tiny_sweep(tmp_path: Path) -> None:
+    sweep, out = _sweep_and_report(tmp_path, SWEEP)
     for name in ("report.md", "accuracy_vs_round.png", "accuracy_vs_bytes.png",
                  "results.jsonl"):
         assert (out / name).stat().st_size > 0, name
@@ -192,12 +198,7 @@ x = "num-clients"
 def test_report_puts_the_theory_next_to_the_measurement(tmp_path: Path) -> None:
     """Noiseless D-SGD on the quadratic is deterministic, so the report's expected column
     must equal the measured final node loss of the chosen runs."""
-    path = tmp_path / "s.toml"
-    path.write_text(THEORY_SWEEP)
-    sweep = load_sweep(path)
-    run_sweep(sweep, stream=io.StringIO())
-    out = tmp_path / "report"
-    assert main(["report", str(sweep.folder), "--out", str(out)]) == 0
+    _, out = _sweep_and_report(tmp_path, THEORY_SWEEP)
     text = (out / "report.md").read_text()
     assert "| final node_loss_mean | expected node_loss_mean (theory) |" in text
     rows = [line for line in text.splitlines() if line.startswith("| ring | ")]
