@@ -39,16 +39,16 @@ def run_named_experiment(name: str, experiments_dir: Path = Path("experiments"))
     raw, exp_name = load_experiment(name, experiments_dir)
     results_dir = experiments_dir / "results" / exp_name
     runner = raw.get("runner", "sweep")
+    output = experiments_dir / raw.get("output", f"../outputs/experiments/{exp_name}")
     if runner == "network-costs":
         from flowerbed.experiments.network_costs import run_network_costs
 
-        return run_network_costs(raw, results_dir)
+        return run_network_costs({**raw, "name": exp_name}, results_dir,
+                                 (output / "runs").resolve())
     if runner != "sweep":
         raise SweepError(f"experiment {exp_name}: runner = {runner!r}; must be 'sweep' or "
                          "'network-costs'")
-    raw = {**raw, "name": exp_name}
-    raw.setdefault("output", f"../outputs/experiments/{exp_name}")
-    sweep = sweep_from_dict(raw, exp_name, experiments_dir)
+    sweep = sweep_from_dict({**raw, "name": exp_name}, exp_name, experiments_dir, output)
     run_sweep(sweep)
     return write_report(sweep.folder, results_dir)
 

@@ -1,10 +1,13 @@
 """Experiment 5, network costs: the closed-form calculator next to what real runs' ledgers say.
 
-Measured runs (in-process, tracking off): FedAvg with an MLP of exactly the exercise's
-parameter count (on digits, hidden sizes 762,46 give 85,098 parameters; 816,5922 give the
-LSTM's 4,950,544), whose per-client bytes per round feed the calculator; and, when the
-``dsgd`` strategy is registered, D-PSGD on 128 nodes of degree 8 whose ledger message count
-is compared with 50 n d + n (n - 1).
+Measured runs (in-process): FedAvg with an MLP of exactly the exercise's parameter count
+(on digits, hidden sizes 762,46 give 85,098 parameters; 816,5922 give the LSTM's
+4,950,544), whose per-client bytes per round feed the calculator; and D-PSGD on 128 nodes
+of degree 8 whose ledger message count is compared with 50 n d + n (n - 1). With a
+``runs_dir`` every run is tracked like a sweep's (run folder, metrics file, W&B run in the
+experiment's group). The report has two plots: ``capacity.png`` (clients a server supports
+vs model size, calculator curves with the runs' ledger points) and ``messages.png`` (the
+D-PSGD run's cumulative messages per step against 50 n d + n (n - 1)).
 """
 
 from __future__ import annotations
@@ -54,14 +57,21 @@ def closed_form(ex: Exercise) -> dict[str, float]:
             + costs.naive_allreduce_messages(ex.dpsgd_nodes)}
 
 
-def measure_fedavg(overrides: dict[str, Any]) -> dict[str, Any]:
+def _run_config(overrides: dict[str, Any], tracking: dict[str, Any] | None) -> Any:
+    """In-process, quiet; ``tracking`` (run-name, output-dir, wandb-group) turns tracking on."""
+    base: dict[str, Any] = {"engine": "inprocess", "progress": False, "tracking": False}
+    return parse_run_config({**base, **overrides, **({"tracking": True, **tracking}
+                                                     if tracking else {})})
+
+
+def measure_fedavg(overrides: dict[str, Any],
+                   tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """One FedAvg run; bytes per client per round (down and up) from its ledger."""
     from flowerbed.clients.data import load_federation
     from flowerbed.clients.models import build_model
     from flowerbed.platform.runner import run_experiment
 
-    cfg = parse_run_config({"engine": "inprocess", "tracking": False, "progress": False,
-                            **overrides})
+    cfg = _run_config(overrides, tracking)
     data = load_federation(cfg)
     num_params = sum(p.numel() for p in build_model(cfg, data.input_shape,
                                                     data.num_classes).parameters())
@@ -80,40 +90,47 @@ def measure_fedavg(overrides: dict[str, Any]) -> dict[str, Any]:
             "messages": result.summary["totals"]["cum_messages"]}
 
 
-def dsgd_available() -> bool:
-    from flowerbed.strategies.registry import STRATEGIES
-
-    return "dsgd" in STRATEGIES
-
-
-def measure_dpsgd(overrides: dict[str, Any]) -> dict[str, Any]:
+def measure_dpsgd(overrides: dict[str, Any],
+                  tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """One D-PSGD run with a final all-reduce; total messages from its ledger."""
     from flowerbed.platform.runner import run_experiment
 
-    cfg = parse_run_config({"engine": "inprocess", "tracking": False, "progress": False,
-                            **overrides})
-    result = run_experiment(cfg)
+    result = run_experiment(_run_config(overrides, tracking))
     return {"messages": result.summary["totals"]["cum_messages"],
             "per_round": [r.get("round_messages") for r in result.records]}
 
 
-def run_network_costs(raw: dict[str, Any], results_dir: Path) -> Path:
-    """Compute, measure, and write ``report.md`` into ``results_dir``."""
+def run_network_costs(raw: dict[str, Any], results_dir: Path,
+                      runs_dir: Path | None = None) -> Path:
+    """Compute, measure, and write ``report.md`` and the plots into ``results_dir``.
+
+    With ``runs_dir`` each measured run is tracked into ``runs_dir/<section>`` and logged to
+    W&B under the group ``wandb-group`` (default: the experiment's ``name``).
+    """
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and fair on shared cores
     try:
-        return _run(raw, results_dir)
+        return _run(raw, results_dir, runs_dir)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(raw: dict[str, Any], results_dir: Path) -> Path:
+def _tracking(raw: dict[str, Any], runs_dir: Path | None, section: str
+              ) -> dict[str, Any] | None:
+    if runs_dir is None:
+        return None
+    group = str(raw.get("wandb-group", raw.get("name", "network-costs")))
+    return {"run-name": section, "output-dir": str(runs_dir), "wandb-group": group}
+
+
+def _run(raw: dict[str, Any], results_dir: Path, runs_dir: Path | None) -> Path:
     ex = Exercise.from_dict(raw.get("exercise", {}))
     cf = closed_form(ex)
-    fed = measure_fedavg(raw["fedavg"])
-    lstm = measure_fedavg(raw["fedavg-lstm"]) if "fedavg-lstm" in raw else None
+    fed = measure_fedavg(raw["fedavg"], _tracking(raw, runs_dir, "fedavg"))
+    lstm = (measure_fedavg(raw["fedavg-lstm"], _tracking(raw, runs_dir, "fedavg-lstm"))
+            if "fedavg-lstm" in raw else None)
     cap = costs.server_capacity(fed["client_bytes_down"], ex.down_bps, ex.up_bps, ex.budget_s)
     cap_up = costs.server_capacity(fed["client_bytes_up"], ex.down_bps, ex.up_bps, ex.budget_s)
     rows = [
@@ -135,20 +152,18 @@ def _run(raw: dict[str, Any], results_dir: Path) -> Path:
                      f"${cf['download_cost_usd']:.2f}",
                      f"${measured_cost:.2f} ({lstm['client_bytes_down']:,} B per client "
                      f"per round in the ledger)"))
-    dpsgd_note = ""
-    if dsgd_available() and "dsgd" in raw:
-        d = measure_dpsgd(raw["dsgd"])
-        rows.append((f"D-PSGD {ex.dpsgd_nodes} nodes, degree {ex.dpsgd_degree}, "
-                     f"{ex.dpsgd_steps} steps + naive all-reduce",
-                     f"{cf['dpsgd_messages']:,}", f"{d['messages']:,}"))
-    else:
-        rows.append((f"D-PSGD {ex.dpsgd_nodes} nodes, degree {ex.dpsgd_degree}, "
-                     f"{ex.dpsgd_steps} steps + naive all-reduce",
-                     f"{cf['dpsgd_messages']:,}", "not measured"))
-        dpsgd_note = ("\nThe D-PSGD row is not measured: the `dsgd` strategy is not in this "
-                      "build's registry. Rerun `flowerbed experiment network-costs` once it "
-                      "is.\n")
+    d = measure_dpsgd(raw["dsgd"], _tracking(raw, runs_dir, "dsgd")) if "dsgd" in raw else None
+    rows.append((f"D-PSGD {ex.dpsgd_nodes} nodes, degree {ex.dpsgd_degree}, "
+                 f"{ex.dpsgd_steps} steps + naive all-reduce", f"{cf['dpsgd_messages']:,}",
+                 f"{d['messages']:,}" if d else "not run (no [dsgd] section)"))
     results_dir.mkdir(parents=True, exist_ok=True)
+    measured = [(fed["num_params"], fed["client_bytes_down"], fed["client_bytes_up"])]
+    if lstm is not None:
+        measured.append((lstm["num_params"], lstm["client_bytes_down"],
+                         lstm["client_bytes_up"]))
+    plots = [capacity_plot(ex, measured, results_dir / "capacity.png")]
+    if d is not None:
+        plots.append(messages_plot(ex, d["per_round"], results_dir / "messages.png"))
     lines = ["# network-costs", "",
              "The course exercise numbers of issue 5, computed in closed form "
              "by `flowerbed.platform.costs` and measured from the communication ledger of "
@@ -160,11 +175,86 @@ def _run(raw: dict[str, Any], results_dir: Path) -> Path:
              f"{fed['participants'][0]} x {fed['client_bytes_down']:,}.", "",
              "| quantity | closed form | from a real run's ledger |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines.append(dpsgd_note)
+    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots)]
+    if runs_dir is not None:
+        shown = runs_dir.relative_to(Path.cwd()) if runs_dir.is_relative_to(Path.cwd()) \
+            else runs_dir
+        lines += ["", f"Run folders: `{shown}` (W&B group "
+                  f"`{_tracking(raw, runs_dir, '')['wandb-group']}`)."]
     path = results_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-__all__ = ["Exercise", "closed_form", "dsgd_available", "measure_dpsgd", "measure_fedavg",
-           "run_network_costs"]
+def capacity_plot(ex: Exercise, measured: list[tuple[int, int, int]], path: Path) -> Path:
+    """Clients a FedAvg server supports within the budget vs model size, down and up.
+
+    ``measured`` holds (parameters, ledger bytes down, ledger bytes up) per client per
+    round of real runs, plotted at their parameter counts on the calculator's curves.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = np.unique(np.geomspace(1e3, 1e8, 200).astype(int))
+    caps = [costs.server_capacity(costs.model_bytes(int(p), ex.bytes_per_param), ex.down_bps,
+                                  ex.up_bps, ex.budget_s) for p in sizes]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.loglog(sizes, [max(c.n_download, 0.5) for c in caps],
+              label=f"by download ({ex.down_bps / 1e9:g} Gbit/s)")
+    ax.loglog(sizes, [max(c.n_upload, 0.5) for c in caps],
+              label=f"by upload ({ex.up_bps / 1e6:g} Mbit/s)")
+    for i, (params, down, up) in enumerate(measured):
+        cap_d = costs.server_capacity(down, ex.down_bps, ex.up_bps, ex.budget_s).n_download
+        cap_u = costs.server_capacity(up, ex.down_bps, ex.up_bps, ex.budget_s).n_upload
+        ax.plot([params, params], [cap_d, cap_u], "ko", label="from a run's ledger"
+                if i == 0 else None)
+        ax.annotate(f"{params:,} params:\n{cap_d:,} down / {cap_u:,} up", (params, cap_u),
+                    textcoords="offset points", xytext=(-8, -6), ha="right", va="top",
+                    fontsize=8)
+    ax.set_xlabel("model parameters (float32)")
+    ax.set_ylabel(f"clients per round within {ex.budget_s:g} s")
+    ax.set_title("FedAvg server capacity")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def messages_plot(ex: Exercise, per_round: list[int | None], path: Path) -> Path:
+    """The D-PSGD run's cumulative messages per step from its ledger vs the closed form."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    measured = np.cumsum([m or 0 for m in per_round])
+    steps = np.arange(len(per_round))
+    gossip = ex.dpsgd_nodes * ex.dpsgd_degree * np.minimum(steps, ex.dpsgd_steps)
+    expected = gossip + np.where(steps >= ex.dpsgd_steps,
+                                 costs.naive_allreduce_messages(ex.dpsgd_nodes), 0)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.plot(steps, expected, "-", color="0.6", lw=3,
+            label=f"closed form: n d t, + n (n - 1) at t = {ex.dpsgd_steps}")
+    ax.plot(steps, measured, "k.", label="the run's ledger")
+    ax.annotate(f"{int(measured[-1]):,}", (steps[-1], measured[-1]),
+                textcoords="offset points", xytext=(-40, -14), fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cumulative messages")
+    ax.set_title(f"D-PSGD, {ex.dpsgd_nodes} nodes of degree {ex.dpsgd_degree}, "
+                 "then one naive all-reduce")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["Exercise", "capacity_plot", "closed_form", "measure_dpsgd", "measure_fedavg",
+           "messages_plot", "run_network_costs"]

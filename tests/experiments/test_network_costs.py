@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
-
-import pytest
 
 from flowerbed.experiments.network_costs import (
     Exercise,
     closed_form,
-    dsgd_available,
     measure_dpsgd,
     measure_fedavg,
     run_network_costs,
@@ -38,17 +36,30 @@ def test_fedavg_ledger_bytes_per_round_are_clients_times_model_bytes() -> None:
     assert (cap.n_download, cap.n_upload) == (22_033, 2_203)
 
 
-@pytest.mark.skipif(not dsgd_available(), reason="the 'dsgd' strategy is not in the "
-                    "registry yet (branch decentral); this test runs once it is merged")
 def test_dpsgd_ledger_counts_the_exercise_messages() -> None:
     d = measure_dpsgd(RAW["dsgd"])
     assert d["messages"] == 67_456
+    # 128 nodes x 8 neighbours per step; the last step adds the all-reduce's 128 x 127.
+    assert d["per_round"] == [0] + [1024] * 49 + [1024 + 128 * 127]
 
 
-def test_runner_writes_the_report(tmp_path: Path) -> None:
-    path = run_network_costs(RAW, tmp_path / "network-costs")
+def test_runner_writes_the_report_plots_and_tracked_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    path = run_network_costs({**RAW, "name": "network-costs"}, tmp_path / "network-costs",
+                             runs)
     text = path.read_text()
     assert "| clients supported by download (60 s, 1 Gbit/s) | 22,033 | 22,033 |" in text
     assert "| clients supported by upload (60 s, 100 Mbit/s) | 2,203 | 2,203 |" in text
     assert "$110.65 | $110.65" in text
-    assert "| 67,456 | " + ("67,456" if dsgd_available() else "not measured") in text
+    assert "| 67,456 | 67,456 |" in text
+    for png in ("capacity.png", "messages.png"):
+        assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in text
+    for section in ("fedavg", "fedavg-lstm", "dsgd"):
+        summary = json.loads((runs / section / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        assert summary["config"]["wandb-group"] == "network-costs"
+        assert (runs / section / "metrics.jsonl").exists()
+        assert any((runs / section / "wandb").glob("offline-run-*"))
+    dsgd = json.loads((runs / "dsgd" / "summary.json").read_text())
+    assert dsgd["totals"]["cum_messages"] == 67_456
