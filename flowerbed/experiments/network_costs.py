@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerbed.platform import costs
-from flowerbed.platform.config import parse_run_config
+from flowerbed.platform.config import RunConfig, parse_run_config
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,22 @@ def closed_form(ex: Exercise) -> dict[str, float]:
             + costs.naive_allreduce_messages(ex.dpsgd_nodes)}
 
 
-def _run_config(overrides: dict[str, Any], tracking: dict[str, Any] | None) -> Any:
+def _run_config(overrides: dict[str, Any], tracking: dict[str, Any] | None) -> RunConfig:
     """In-process, quiet; ``tracking`` (run-name, output-dir, wandb-group) turns tracking on."""
-    base: dict[str, Any] = {"engine": "inprocess", "progress": False, "tracking": False}
-    return parse_run_config({**base, **overrides, **({"tracking": True, **tracking}
-                                                     if tracking else {})})
+    raw: dict[str, Any] = {"engine": "inprocess", "progress": False, "tracking": False,
+                           **overrides}
+    if tracking:
+        raw |= {"tracking": True, **tracking}
+    return parse_run_config(raw)
+
+
+def ledger_capacity(ex: Exercise, client_bytes_down: int, client_bytes_up: int
+                    ) -> tuple[int, int]:
+    """Clients supported by download and by upload for a run's ledger bytes per client."""
+    return (costs.server_capacity(client_bytes_down, ex.down_bps, ex.up_bps,
+                                  ex.budget_s).n_download,
+            costs.server_capacity(client_bytes_up, ex.down_bps, ex.up_bps,
+                                  ex.budget_s).n_upload)
 
 
 def measure_fedavg(overrides: dict[str, Any],
@@ -117,32 +128,28 @@ def run_network_costs(raw: dict[str, Any], results_dir: Path,
         torch.set_num_threads(threads)
 
 
-def _tracking(raw: dict[str, Any], runs_dir: Path | None, section: str
-              ) -> dict[str, Any] | None:
-    if runs_dir is None:
-        return None
-    group = str(raw.get("wandb-group", raw.get("name", "network-costs")))
-    return {"run-name": section, "output-dir": str(runs_dir), "wandb-group": group}
-
-
 def _run(raw: dict[str, Any], results_dir: Path, runs_dir: Path | None) -> Path:
     ex = Exercise.from_dict(raw.get("exercise", {}))
     cf = closed_form(ex)
-    fed = measure_fedavg(raw["fedavg"], _tracking(raw, runs_dir, "fedavg"))
-    lstm = (measure_fedavg(raw["fedavg-lstm"], _tracking(raw, runs_dir, "fedavg-lstm"))
+    group = str(raw.get("wandb-group", raw.get("name", "network-costs")))
+
+    def tracking(section: str) -> dict[str, Any] | None:
+        return None if runs_dir is None else {"run-name": section, "output-dir": str(runs_dir),
+                                              "wandb-group": group}
+
+    fed = measure_fedavg(raw["fedavg"], tracking("fedavg"))
+    lstm = (measure_fedavg(raw["fedavg-lstm"], tracking("fedavg-lstm"))
             if "fedavg-lstm" in raw else None)
-    cap = costs.server_capacity(fed["client_bytes_down"], ex.down_bps, ex.up_bps, ex.budget_s)
-    cap_up = costs.server_capacity(fed["client_bytes_up"], ex.down_bps, ex.up_bps, ex.budget_s)
+    n_down, n_up = ledger_capacity(ex, fed["client_bytes_down"], fed["client_bytes_up"])
     rows = [
         ("model parameters (FedAvg run)", f"{ex.params:,}", f"{fed['num_params']:,}"),
         ("bytes per client per round, down / up", f"{costs.model_bytes(ex.params):,}",
          f"{fed['client_bytes_down']:,} / {fed['client_bytes_up']:,}"),
         ("clients supported by download (60 s, 1 Gbit/s)", f"{cf['n_download']:,}",
-         f"{cap.n_download:,}"),
+         f"{n_down:,}"),
         ("clients supported by upload (60 s, 100 Mbit/s)", f"{cf['n_upload']:,}",
-         f"{cap_up.n_upload:,}"),
-        ("clients supported (min)", f"{cf['n_max']:,}",
-         f"{min(cap.n_download, cap_up.n_upload):,}"),
+         f"{n_up:,}"),
+        ("clients supported (min)", f"{cf['n_max']:,}", f"{min(n_down, n_up):,}"),
     ]
     if lstm is not None:
         measured_cost = costs.download_cost(lstm["client_bytes_down"], ex.clients_per_round,
@@ -152,7 +159,7 @@ def _run(raw: dict[str, Any], results_dir: Path, runs_dir: Path | None) -> Path:
                      f"${cf['download_cost_usd']:.2f}",
                      f"${measured_cost:.2f} ({lstm['client_bytes_down']:,} B per client "
                      f"per round in the ledger)"))
-    d = measure_dpsgd(raw["dsgd"], _tracking(raw, runs_dir, "dsgd")) if "dsgd" in raw else None
+    d = measure_dpsgd(raw["dsgd"], tracking("dsgd")) if "dsgd" in raw else None
     rows.append((f"D-PSGD {ex.dpsgd_nodes} nodes, degree {ex.dpsgd_degree}, "
                  f"{ex.dpsgd_steps} steps + naive all-reduce", f"{cf['dpsgd_messages']:,}",
                  f"{d['messages']:,}" if d else "not run (no [dsgd] section)"))
@@ -180,7 +187,7 @@ def _run(raw: dict[str, Any], results_dir: Path, runs_dir: Path | None) -> Path:
         shown = runs_dir.relative_to(Path.cwd()) if runs_dir.is_relative_to(Path.cwd()) \
             else runs_dir
         lines += ["", f"Run folders: `{shown}` (W&B group "
-                  f"`{_tracking(raw, runs_dir, '')['wandb-group']}`)."]
+                  f"`{group}`)."]
     path = results_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -207,8 +214,7 @@ def capacity_plot(ex: Exercise, measured: list[tuple[int, int, int]], path: Path
     ax.loglog(sizes, [max(c.n_upload, 0.5) for c in caps],
               label=f"by upload ({ex.up_bps / 1e6:g} Mbit/s)")
     for i, (params, down, up) in enumerate(measured):
-        cap_d = costs.server_capacity(down, ex.down_bps, ex.up_bps, ex.budget_s).n_download
-        cap_u = costs.server_capacity(up, ex.down_bps, ex.up_bps, ex.budget_s).n_upload
+        cap_d, cap_u = ledger_capacity(ex, down, up)
         ax.plot([params, params], [cap_d, cap_u], "ko", label="from a run's ledger"
                 if i == 0 else None)
         ax.annotate(f"{params:,} params:\n{cap_d:,} down / {cap_u:,} up", (params, cap_u),
@@ -256,5 +262,5 @@ def messages_plot(ex: Exercise, per_round: list[int | None], path: Path) -> Path
     return path
 
 
-__all__ = ["Exercise", "capacity_plot", "closed_form", "measure_dpsgd", "measure_fedavg",
-           "messages_plot", "run_network_costs"]
+__all__ = ["Exercise", "capacity_plot", "closed_form", "ledger_capacity", "measure_dpsgd",
+           "measure_fedavg", "messages_plot", "run_network_costs"]
