@@ -325,14 +325,14 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
         per = ch["per"]
         per_text = per if isinstance(per, str) else " and ".join(per)
         rows_ch = choose(results, ch["among"], per, ch["metric"], maximize)
-        shown = [{m: (mean_std(v) if (v := [r["final"][m] for r in chosen_runs(
-                     results, ch["among"], per, key, best) if r["final"].get(m) is not None])
-                      else None) for m in ch.get("show", [])}
-                 for key, best, _, _ in rows_ch]
+        chosen = [chosen_runs(results, ch["among"], per, key, best)
+                  for key, best, _, _ in rows_ch]
+        shown = [{m: (mean_std(v) if (v := [r["final"][m] for r in runs
+                                             if r["final"].get(m) is not None]) else None)
+                  for m in ch.get("show", [])} for runs in chosen]
         if theory:
-            for row, (key, best, _, _) in zip(shown, rows_ch, strict=True):
-                preds = [p for r in chosen_runs(results, ch["among"], per, key, best)
-                         if (p := theory(r)) is not None]
+            for row, runs in zip(shown, chosen, strict=True):
+                preds = [p for r in runs if (p := theory(r)) is not None]
                 row[f"expected {ch['metric']} (theory)"] = mean_std(preds) if preds else None
         parts += [f"## Tuned {ch['among']} per {per_text}", "",
                   f"The value of {ch['among']} with the {'highest' if maximize else 'lowest'} "
