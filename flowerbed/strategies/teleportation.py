@@ -56,7 +56,7 @@ class Teleportation(DecentralizedStrategy):
             slots = np.arange(self.k, dtype=np.int64)
             return np.where(np.isin(slots, available), slots, -1)
         m = min(self.k, len(available))
-        chosen = self.rng.choice(np.asarray(available, np.int64), size=m, replace=False)
+        chosen = self.rng.choice(available, size=m, replace=False)
         return np.concatenate([chosen, np.full(self.k - m, -1, dtype=np.int64)])
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
