@@ -34,8 +34,8 @@ BUDGETS = {"in RAM (default budget)": 0.0, "memory-mapped (budget 0.02 GiB)": 0.
 
 def child(budget: float) -> None:
     """Run the workload; print the models' size, type and the run's wall time."""
-    from flowerbed.platform.config import parse_run_config
-    from flowerbed.platform.runner import run_experiment
+    from flowerbed.run.config import parse_run_config
+    from flowerbed.run.runner import run_experiment
 
     t0 = time.time()
     result = run_experiment(parse_run_config({**WORKLOAD, "models-memory-gib": budget}))

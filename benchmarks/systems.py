@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -33,12 +32,6 @@ T0 = float(os.environ.get("BENCH_T0", time.time()))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
-
-
 def _result(round_ends: list[float], accuracy: float | None, t_start: float = T0
             ) -> dict[str, Any]:
     """round_ends: wall clock at the start of round 1, then at the end of every round."""
@@ -50,7 +43,7 @@ def _result(round_ends: list[float], accuracy: float | None, t_start: float = T0
 def _data_and_model(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
     from flowerbed.clients.data import load_federation
     from flowerbed.clients.models import build_model
-    from flowerbed.platform.config import parse_run_config
+    from flowerbed.run.config import parse_run_config
 
     cfg = parse_run_config(cfg_dict)
     data = load_federation(cfg)
@@ -66,8 +59,8 @@ def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 # --- (c) flowerbed in-process ------------------------------------------------------------
 
 def run_inprocess(workload: str, rounds: int | None) -> dict[str, Any]:
-    from flowerbed.platform.config import parse_run_config
-    from flowerbed.platform.runner import run_experiment
+    from flowerbed.run.config import parse_run_config
+    from flowerbed.run.runner import run_experiment
 
     changes = {"num-server-rounds": rounds} if rounds else {}
     cfg = parse_run_config({**config(workload, **changes), "engine": "inprocess"})
@@ -78,19 +71,12 @@ def run_inprocess(workload: str, rounds: int | None) -> dict[str, Any]:
 # --- (b) flowerbed via flwr run, (a) vanilla Flower ---------------------------------------
 
 def _flwr(app: Path, run_config: dict[str, Any], federation: str) -> None:
-    from flowerbed.platform.superlink import LocalSuperLink
+    from flowerbed.tools.superlink import LocalSuperLink
 
     with tempfile.TemporaryDirectory() as home, LocalSuperLink(home, cwd=app) as link:
-        args = ["run", ".", "--stream", "--run-config",
-                " ".join(f"{k}={_toml(v)}" for k, v in run_config.items()),
-                "--federation-config", federation]
-        proc = link.flwr(*args, capture=True, timeout=3600)
-        found = re.search(r"Successfully started run (\d+)", proc.stdout + proc.stderr)
-        if not found:
-            raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
-        status, details = link.wait_finished(int(found.group(1)), timeout=3600)
-        if status != "finished:completed":
-            raise RuntimeError(f"{status} {details} {proc.stdout[-3000:]}")
+        outcome = link.run_app(app, run_config, [federation])
+        if not outcome.completed:
+            raise RuntimeError(f"{outcome.status} {outcome.details} {outcome.output[-3000:]}")
 
 
 def run_flowerbed_flwr(workload: str, rounds: int | None) -> dict[str, Any]:

@@ -36,10 +36,10 @@ from torch.func import grad_and_value, vmap
 
 from flowerbed.clients.data import FederatedData
 from flowerbed.clients.training import TrainParams, batch_plan, client_rng, loss_fn, sgd_update
-from flowerbed.platform.arrays import State, from_record
-from flowerbed.platform.config import RunConfig
-from flowerbed.platform.packing import Item
-from flowerbed.platform.records import first
+from flowerbed.core.arrays import State, from_record
+from flowerbed.core.params import Config
+from flowerbed.core.records import first
+from flowerbed.core.wire import Item
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def flat_data(data: FederatedData) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
 _FLAT: dict[int, tuple[FederatedData, torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
 
-def pretrain(kind: str, items: Sequence[Item], cfg: RunConfig, data: FederatedData,
+def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,
              model: nn.Module) -> dict[int, tuple[State, dict[str, float]]]:
     """Train all train items of a worker batch at once: position in ``items`` -> result.
 

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flowerbed.platform.config import ConfigError
+from flowerbed.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import datasets
 
-    from flowerbed.platform.config import RunConfig
+    from flowerbed.core.params import Config
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ class FederatedData:
         return len(self.x)
 
     @property
-    def num_features(self) -> int:
-        return int(np.prod(self.input_shape))
-
-    @property
     def sizes(self) -> np.ndarray:
         return np.array([len(v) for v in self.y])
 
@@ -86,7 +82,7 @@ class FederatedData:
 # --- building the pooled datasets ---------------------------------------------------------
 
 
-def _digits(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int]:
+def _digits(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int]:
     import datasets
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -126,7 +122,7 @@ def synthetic_clients(num_clients: int, alpha: float, beta: float, dim: int, cla
     return xs, ys
 
 
-def _synthetic(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...],
+def _synthetic(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...],
                                         int]:
 
     xs, ys = synthetic_clients(cfg.num_clients, cfg.synthetic_alpha, cfg.synthetic_beta,
@@ -172,13 +168,13 @@ def _arrow_dataset(columns: dict[str, np.ndarray]) -> datasets.Dataset:
     return datasets.Dataset(InMemoryTable(pa.table(cols)), fingerprint=uuid.uuid4().hex)
 
 
-def _quadratic(cfg: RunConfig) -> Any:
+def _quadratic(cfg: Config) -> Any:
     from flowerbed.clients.quadratic import build
 
     return build(cfg)
 
 
-OFFLINE_BUILDERS: dict[str, Callable[[RunConfig], Any]] = {
+OFFLINE_BUILDERS: dict[str, Callable[[Config], Any]] = {
     "digits": _digits,
     "synthetic": _synthetic,
     "quadratic": _quadratic,  # Teleportation's synthetic objective (clients/quadratic.py)
@@ -188,7 +184,7 @@ OFFLINE_BUILDERS: dict[str, Callable[[RunConfig], Any]] = {
 # --- partitioners --------------------------------------------------------------------------
 
 
-def make_partitioner(cfg: RunConfig, feature: str = "x") -> Any:
+def make_partitioner(cfg: Config, feature: str = "x") -> Any:
     """The Flower Datasets partitioner named by ``cfg.partitioner``."""
     from flwr_datasets import partitioner as p
 
@@ -241,7 +237,7 @@ def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
     return arr
 
 
-def _hf(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str]:
+def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str]:
     """A Hugging Face dataset through FederatedDataset (hub name or local folder).
 
     Its "test" split stays on the server; without one, test-fraction of "train" is held out.
@@ -300,17 +296,17 @@ def _partition_rows(train: datasets.Dataset, partitioner: Any, n: int) -> list[n
     return rows
 
 
-def _data_key(cfg: RunConfig) -> tuple[Any, ...]:
+def _data_key(cfg: Config) -> tuple[Any, ...]:
     return tuple(cfg[k] for k in DATA_KEYS)
 
 
-def load_federation(cfg: RunConfig) -> FederatedData:
+def load_federation(cfg: Config) -> FederatedData:
     """The partitioned data for ``cfg``, built once per process."""
     return _load_cached(_data_key(cfg), cfg)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(_key: tuple[Any, ...], cfg: RunConfig) -> FederatedData:
+def _load_cached(_key: tuple[Any, ...], cfg: Config) -> FederatedData:
     label = cfg.label_column
     if cfg.dataset.startswith("hf:"):
         train, test, shape, classes, feature = _hf(cfg)
@@ -356,7 +352,7 @@ def _load_cached(_key: tuple[Any, ...], cfg: RunConfig) -> FederatedData:
 OFFLINE_SIZES = {"digits": 1797}
 
 
-def check_data_config(cfg: RunConfig) -> None:
+def check_data_config(cfg: Config) -> None:
     """Reject dataset/partitioner combinations that cannot work, before any training."""
     ds = cfg.dataset
     if not ds.startswith("hf:") and ds not in OFFLINE_DATASETS:

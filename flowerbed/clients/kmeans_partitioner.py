@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from flwr_datasets.partitioner import Partitioner
 
+from flowerbed.core.rng import Stream, stream
+
 
 def _spread(sizes: np.ndarray, num_clients: int) -> np.ndarray:
     """Clients per cluster: proportional to ``sizes`` (largest remainders), >= 1 each."""
@@ -52,7 +54,7 @@ class KMeansPartitioner(Partitioner):
         labels = self._kmeans.fit_predict((feats - self._mean) / self._std)
         sizes = np.bincount(labels, minlength=self._e)
         per_cluster = _spread(sizes, self._n)
-        rng = np.random.default_rng([self._seed, 5318])
+        rng = stream(self._seed, Stream.KMEANS_PARTITIONER)
         cluster_of, client = [], 0
         for c in range(self._e):
             rows = rng.permutation(np.flatnonzero(labels == c))

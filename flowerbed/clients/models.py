@@ -14,32 +14,38 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowerbed.platform.config import ConfigError
-from flowerbed.platform.imports import is_import_path, load_object
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.imports import is_import_path, load_object
 
 if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
+    from flowerbed.core.params import Config
 
-ModelFactory = Callable[[tuple[int, ...], int, "RunConfig"], nn.Module]
+ModelFactory = Callable[[tuple[int, ...], int, "Config"], nn.Module]
 
 
-def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: Config) -> nn.Module:
     """Multinomial logistic regression."""
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
 
 
-def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+def hidden_sizes(cfg: Config) -> tuple[int, ...]:
+    """``hidden-sizes`` as integers ('' = no hidden layer)."""
+    text = str(cfg.hidden_sizes)
+    return tuple(int(x) for x in text.split(",")) if text != "" else ()
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: Config) -> nn.Module:
     """ReLU MLP with ``hidden-sizes`` hidden layers."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = int(np.prod(input_shape))
-    for h in cfg.hidden:
+    for h in hidden_sizes(cfg):
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
 
 
-def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: Config) -> nn.Module:
     """Two 3x3 conv layers, then a linear classifier; for (C, H, W) images."""
     if len(input_shape) != 3:
         raise ConfigError("model", "cnn", f"needs (C, H, W) images, data has {input_shape}")
@@ -62,7 +68,7 @@ def check_model_name(name: str) -> None:
                           + " or 'pkg.module:factory'")
 
 
-def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int,
+def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
                 seed: int | None = None) -> nn.Module:
     """The model of ``cfg``, initialised from ``seed`` (default: the run seed)."""
     factory = load_object(cfg.model, "model") if is_import_path(cfg.model) else MODELS[cfg.model]

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowerbed.core.rng import Stream, stream
+
 if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
+    from flowerbed.core.params import Config
 
 EPS = 1e-6  # keeps log(expm1(L)) finite when x hits a data point exactly
 
@@ -38,7 +40,7 @@ EPS = 1e-6  # keeps log(expm1(L)) finite when x hits a data point exactly
 def centers_and_points(num_nodes: int, dim: int, samples: int, zeta2: float, sigma2: float,
                        seed: int, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """c (n, d) and the points (n, m, d) whose per-node mean is exactly c_i."""
-    rng = np.random.default_rng([seed, 2501])
+    rng = stream(seed, Stream.QUADRATIC)
     c = offset / np.sqrt(dim) + rng.normal(0.0, np.sqrt(zeta2 / dim), (num_nodes, dim))
     xi = rng.normal(0.0, np.sqrt(sigma2 / dim), (num_nodes, samples, dim))
     if samples > 1:
@@ -47,7 +49,7 @@ def centers_and_points(num_nodes: int, dim: int, samples: int, zeta2: float, sig
     return c, c[:, None, :] + xi
 
 
-def build(cfg: RunConfig) -> tuple[Any, Any, tuple[int, ...], int]:
+def build(cfg: Config) -> tuple[Any, Any, tuple[int, ...], int]:
     """The offline dataset builder (see :mod:`flowerbed.clients.data`)."""
     import datasets
 
@@ -79,6 +81,6 @@ class Quadratic(nn.Module):
         return torch.stack([torch.zeros_like(loss), torch.where(big, loss, small)], dim=1)
 
 
-def model(input_shape: tuple[int, ...], num_classes: int, cfg: RunConfig) -> nn.Module:
+def model(input_shape: tuple[int, ...], num_classes: int, cfg: Config) -> nn.Module:
     """Model factory for ``model = "flowerbed.clients.quadratic:model"``; x starts at 0."""
     return Quadratic(int(np.prod(input_shape)))

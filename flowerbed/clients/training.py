@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from flowerbed.platform.arrays import State
+from flowerbed.core.arrays import State
+from flowerbed.core.rng import client_stream
 
 TRAIN_OVERRIDES = ("lr", "momentum", "weight-decay", "local-epochs", "local-steps",
                    "batch-size", "proximal-mu")
@@ -54,7 +55,7 @@ class TrainParams:
 
 def client_rng(seed: int, server_round: int, client_id: int) -> np.random.Generator:
     """The RNG of one client in one round: same on every execution path."""
-    return np.random.default_rng([seed, server_round, client_id])
+    return client_stream(seed, server_round, client_id)
 
 
 def batch_plan(n: int, params: TrainParams, rng: np.random.Generator) -> list[np.ndarray]:

@@ -19,46 +19,26 @@ from torch import nn
 
 from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
+from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
-from flowerbed.platform.arrays import State, from_record, to_record
-from flowerbed.platform.config import RunConfig
-from flowerbed.platform.faults import (
-    LATENCY_KEY,
-    Fault,
-    FaultPlan,
-    InjectedFailure,
-    late_arrival,
-    round_and_attempt,
-)
-from flowerbed.platform.packing import Item
-from flowerbed.platform.records import filled, first
+from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.params import Config
+from flowerbed.core.records import filled, first
+from flowerbed.core.wire import Item, directive, error_reply, round_and_attempt
 
 log = logging.getLogger(__name__)
-
-ERROR_KEY = "flowerbed.error"
 
 
 @functools.lru_cache(maxsize=4)
 def _skeleton(model: str, hidden: str, input_shape: tuple[int, ...], classes: int,
-              cfg: RunConfig) -> nn.Module:
+              cfg: Config) -> nn.Module:
     return build_model(cfg, input_shape, classes)
 
 
-def skeleton(cfg: RunConfig, data: FederatedData) -> nn.Module:
+def skeleton(cfg: Config, data: FederatedData) -> nn.Module:
     """The model architecture (weights are passed functionally), cached per process."""
     return _skeleton(cfg.model, cfg.hidden_sizes, data.input_shape, data.num_classes, cfg)
-
-
-def error_reply(reason: str) -> RecordDict:
-    return RecordDict({ERROR_KEY: ConfigRecord({"reason": reason})})
-
-
-def reply_error(content: RecordDict) -> str | None:
-    """The failure reason carried by a worker reply, or None if it succeeded."""
-    if ERROR_KEY in content:
-        return str(content[ERROR_KEY]["reason"])
-    return None
 
 
 def _arrays_and_config(content: RecordDict) -> tuple[ArrayRecord, ConfigRecord]:
@@ -76,29 +56,28 @@ def training_labels(y: np.ndarray, config: ConfigRecord) -> np.ndarray:
     return y
 
 
-def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
+def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     """Train or evaluate every (virtual node id, content) item; one reply per item.
 
-    A client whose work raises gets an error reply; the others are unaffected. Injected
-    faults (:mod:`flowerbed.platform.faults`) that happen on the node are applied here.
+    A client whose work raises gets an error reply; the others are unaffected. A message
+    that carries a directive of the simulation (:mod:`flowerbed.clients.injected`) makes
+    the client fail or corrupt its update.
     """
     batched.set_worker_threads()
     data = load_federation(cfg)
     model = skeleton(cfg, data)
-    faults = FaultPlan.from_config(cfg)
-    plan = ([faults.fault(*round_and_attempt(content), vid) for vid, content in items]
-            if faults.active else [None] * len(items))
+    plan = [directive(content) for _, content in items]
     # cfg.vmap: all train items at once (position -> result); the rest go one by one.
-    # Clients whose ClientApp is to fail this round are not trained at all.
-    alive = [pos for pos, f in enumerate(plan) if f is not Fault.FAILED]
+    # Clients whose work is to fail this round are not trained at all.
+    alive = [pos for pos, action in enumerate(plan) if action != FAIL]
     done = {alive[p]: r for p, r in batched.pretrain(kind, [items[p] for p in alive], cfg,
                                                          data, model).items()}
     decoded: dict[int, State] = {}
     replies: list[Item] = []
     for pos, (vid, content) in enumerate(items):
         try:
-            fault = plan[pos]
-            if fault is Fault.FAILED:
+            action = plan[pos]
+            if action == FAIL:
                 raise InjectedFailure("injected client failure")
             if kind == "train" and pos in done:
                 new_state, metrics = done[pos]
@@ -113,8 +92,9 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                     params = TrainParams.from_config(cfg, dict(config))
                     rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
                     new_state, metrics = local_train(model, state, x, y, params, rng)
-                if fault is Fault.CORRUPT:
-                    new_state = faults.corrupt(new_state, *round_and_attempt(content), vid)
+                if action == CORRUPT:
+                    new_state = corrupt_state(new_state, cfg.seed, *round_and_attempt(content),
+                                              vid)
                 reply = filled(RecordDict(), {  # built from trusted values: no checks
                     "arrays": to_record(new_state),
                     "metrics": filled(MetricRecord(), {k: float(v) for k, v in metrics.items()})})
@@ -123,14 +103,8 @@ def handle(kind: str, items: Sequence[Item], cfg: RunConfig) -> list[Item]:
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})
-            if fault is Fault.LATE:
-                reply[LATENCY_KEY] = ConfigRecord({"arrival-s": late_arrival(cfg.round_timeout)})
         except Exception as err:  # one client's failure must not fail the batch
             log.debug("client %d failed: %s", vid, traceback.format_exc())
             reply = error_reply(f"{type(err).__name__}: {err}")
         replies.append((vid, reply))
     return replies
-
-
-def finite(state: State) -> bool:
-    return all(np.isfinite(v).all() for v in state.values())

@@ -1,13 +1,11 @@
-"""The documented base classes a strategy builds on.
+"""The documented base class of centralized strategies: server-side global model(s).
 
-Every flowerbed strategy is a Flower message-API strategy
-(``flwr.serverapp.strategy.Strategy``), so it runs in any Flower ServerApp. On top, it may
-use the platform's :class:`Services` (the communication ledger, centralized evaluation,
-true participation probabilities for idealized baselines) but never does I/O, tracking or
-availability itself.
+Every flowerbed strategy is a Flower message-API strategy (``flwr.serverapp.strategy.Strategy``),
+so it runs in any Flower ServerApp, and follows the contract of
+:mod:`flowerbed.strategies.contract` (declared ``Params``, lent ``Services``, declared state).
 
-- :class:`CentralizedStrategy`: server-side global model(s); subclass and override
-  :meth:`CentralizedStrategy.aggregate` (FedAvg-style algorithms are ~30 lines).
+- :class:`CentralizedStrategy`: subclass and override :meth:`CentralizedStrategy.aggregate`
+  (new global state from the clients' updates); FedAvg-style algorithms are ~30 lines.
 - :class:`flowerbed.strategies.decentralized.DecentralizedStrategy`: one model per node;
   overrides ``start()``, the server only routes what peers would send each other.
 """
@@ -17,50 +15,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Result
 
-from flowerbed.platform.arrays import State, from_record, to_record
-from flowerbed.platform.ledger import Ledger
-from flowerbed.platform.records import first
+from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.params import (
+    non_negative,
+    one_of,
+    param,
+    positive,
+    unit_interval,
+    unit_interval_open_left,
+)
+from flowerbed.core.records import first
+from flowerbed.core.rng import Stream, stream
+from flowerbed.core.validation import check_reply_arrays, shapes_of
 from flowerbed.strategies.averaging import weighted_sum
+from flowerbed.strategies.contract import PlatformStrategy, Services, messages, payload
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from typing import Self
-
-    from flowerbed.platform.config import RunConfig
-
-
-@dataclass
-class Services:
-    """What the platform lends a strategy. Pure computation and bookkeeping, no I/O."""
-
-    num_nodes: int
-    seed: int
-    ledger: Ledger = field(default_factory=Ledger)
-    # centralized evaluation of a model state on the server's held-out test set
-    evaluate: Callable[[State], dict[str, float]] | None = None
-    # the platform's true participation probabilities: for idealized baselines only
-    true_probabilities: np.ndarray | None = None
-    # label histogram per node (num_nodes, num_classes): for data-aware grouping (Paris)
-    label_counts: np.ndarray | None = None
-    # input-space cluster per node and per test example, from the kmeans partitioner
-    # (Paris' data-cluster groups; the router's target)
-    client_clusters: np.ndarray | None = None
-    test_clusters: np.ndarray | None = None
-    # the server's held-out test set (x, y): for strategies that combine several models
-    test_data: tuple[np.ndarray, np.ndarray] | None = None
-    # build_model(seed, num_outputs): the run's architecture, freshly initialised
-    build_model: Callable[[int, int], Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,44 +52,21 @@ class ClientUpdate:
     metrics: dict[str, float]
 
 
-class PlatformStrategy:
-    """Mixin: how the platform builds a strategy and reads its extra metrics and state."""
+@dataclass(frozen=True)
+class CentralizedParams:
+    """The parameters every centralized strategy has."""
 
-    services: Services
-    # True for decentralized strategies: what they send through the server is simulation
-    # plumbing, so the platform does not count it; they record peer messages themselves.
-    routes_through_server: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
-        """Build from the run config. Override to read your own keys."""
-        obj = cls()
-        obj.services = services
-        return obj
-
-    def round_metrics(self, server_round: int) -> dict[str, float]:
-        """Extra per-round metrics (logged with the platform's)."""
-        return {}
-
-    def evaluation_state(self, state: State) -> State:
-        """The model the platform evaluates, from the arrays ``start()`` reports.
-
-        Identity by default; a strategy whose arrays hold several models (e.g. experts)
-        returns the one the run is judged by.
-        """
-        return state
-
-    def state_dict(self) -> dict[str, Any]:
-        """Strategy state for checkpoints: nested dicts/lists of JSON values and numpy
-        arrays (the checkpoint stores arrays in an .npz, the rest as JSON; no pickle)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
-
-
-def finite_state(state: State) -> bool:
-    return all(np.isfinite(v).all() for v in state.values())
+    fraction_train: float = param(0.2, "share of available clients sampled per round",
+                                  unit_interval_open_left)
+    fraction_evaluate: float = param(0.0, "share of clients for federated evaluation "
+                                     "(0 = off)", unit_interval)
+    min_train_nodes: int = param(1, "minimum clients sampled per round", positive)
+    server_lr: float = param(1.0, "server learning rate eta_g", positive)
+    min_replies: int = param(1, "fewest good training replies for a round to count", positive)
+    on_too_few: str = param("skip", "what to do with a round below min-replies",
+                            one_of("skip", "retry"))
+    max_retries: int = param(2, "on-too-few = 'retry': re-sampled attempts before skipping",
+                             non_negative)
 
 
 class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
@@ -124,37 +79,32 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
     (``on_too_few='retry'``) and otherwise skipped: the global model stays as it was.
     """
 
-    def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 0.0,
-                 min_train_nodes: int = 1, server_lr: float = 1.0, proximal_mu: float = 0.0,
-                 seed: int = 0, min_replies: int = 1, on_too_few: str = "skip",
-                 max_retries: int = 0) -> None:
-        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
-                         min_train_nodes=min_train_nodes, min_evaluate_nodes=0,
-                         min_available_nodes=0)
-        self.server_lr = server_lr
-        self.proximal_mu = proximal_mu
-        self.rng = np.random.default_rng([seed, 104729])
+    Params = CentralizedParams
+    state_fields = ("rng", "global_state", "rejected", "attempts", "skipped")
+
+    def __init__(self, params: CentralizedParams, services: Services) -> None:
+        FlowerFedAvg.__init__(self, fraction_train=params.fraction_train,
+                              fraction_evaluate=params.fraction_evaluate,
+                              min_train_nodes=params.min_train_nodes, min_evaluate_nodes=0,
+                              min_available_nodes=0)
+        self.params, self.services = params, services
+        self.rng = stream(services.seed, Stream.CENTRALIZED_SAMPLING)
         self.global_state: State | None = None
         self.rejected: dict[int, int] = {}
-        self.services = Services(num_nodes=0, seed=seed)
-        self.set_round_policy(min_replies, on_too_few, max_retries)
         self.attempts: dict[int, int] = {}  # round -> training attempts made
         self.skipped: set[int] = set()  # rounds without enough good replies
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
-        obj = cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
-                  min_train_nodes=cfg.min_train_nodes, server_lr=cfg.server_lr,
-                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
-        obj.services = services
-        return obj
+    def check_params(cls, params: CentralizedParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        if params.min_replies > num_nodes:
+            raise ConfigError("min-replies", params.min_replies,
+                              f"must be <= num-clients ({num_nodes})")
 
-    def set_round_policy(self, min_replies: int, on_too_few: str, max_retries: int) -> None:
-        """The min-replies rule (the platform sets it from the run config for every
-        centralized strategy, whatever its ``from_config`` passes on)."""
-        self.min_replies = min_replies
-        self.on_too_few = on_too_few
-        self.max_retries = max_retries if on_too_few == "retry" else 0
+    @property
+    def max_retries(self) -> int:
+        """Re-sampled attempts of a round below min-replies (0 unless on-too-few = retry)."""
+        return self.params.max_retries if self.params.on_too_few == "retry" else 0
 
     # --- the round loop
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
@@ -213,10 +163,10 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                 messages=self.configure_train(server_round, arrays, cfg, grid),
                 timeout=timeout))
             good = sum(not m.has_error() for m in replies)
-            if good >= self.min_replies:
+            if good >= self.params.min_replies:
                 return replies
             log.warning("round %d: %d good replies < min-replies %d (attempt %d of %d)",
-                        server_round, good, self.min_replies, attempt + 1,
+                        server_round, good, self.params.min_replies, attempt + 1,
                         self.max_retries + 1)
         self.skipped.add(server_round)
         log.warning("round %d skipped: the global model is unchanged", server_round)
@@ -239,12 +189,10 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
 
     def _messages(self, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord,
                   mtype: str, server_round: int) -> list[Message]:
+        """The same model and config to every node (one shared content: carried once)."""
         config["server-round"] = server_round
-        if self.proximal_mu:
-            config["proximal-mu"] = self.proximal_mu
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return [Message(content=record, dst_node_id=n, message_type=mtype,
-                        group_id=str(server_round)) for n in nodes]
+        content = payload(arrays, config)
+        return messages(((n, content) for n in nodes), mtype, str(server_round))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -263,21 +211,19 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
     def decode(self, server_round: int, replies: Iterable[Message]) -> list[ClientUpdate]:
         """Valid updates only: errors, non-finite and mis-shaped arrays are rejected."""
         updates, rejected = [], 0
-        ref = self.global_state
+        ref = None if self.global_state is None else shapes_of(self.global_state)
         for msg in replies:
             if msg.has_error():
                 continue  # the platform counts and logs failures once per round
             arrays = first(msg.content, ArrayRecord)
-            metrics = first(msg.content, MetricRecord) or MetricRecord()
             if arrays is None:
                 rejected += 1
                 continue
             state = from_record(arrays, copy=False)
-            shapes_ok = ref is None or (state.keys() == ref.keys() and all(
-                state[k].shape == ref[k].shape for k in ref))
-            if not shapes_ok or not finite_state(state):
+            if check_reply_arrays(ref, state, exact=True) is not None:
                 rejected += 1
                 continue
+            metrics = first(msg.content, MetricRecord) or MetricRecord()
             updates.append(ClientUpdate(msg.metadata.src_node_id, state,
                                         float(metrics.get(self.weighted_by_key, 1.0)),
                                         {k: float(v) for k, v in metrics.items()
@@ -292,7 +238,7 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         total = sum(u.num_examples for u in updates)
         avg = weighted_sum([u.state for u in updates],
                            [u.num_examples / total for u in updates], global_state)
-        return {k: (global_state[k] + self.server_lr * (avg[k] - global_state[k])).astype(
+        return {k: (global_state[k] + self.params.server_lr * (avg[k] - global_state[k])).astype(
             global_state[k].dtype) for k in global_state}
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -320,20 +266,6 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         return {"rejected_updates": float(self.rejected.get(server_round, 0)),
                 "attempts": float(self.attempts.get(server_round, 0)),
                 "round_skipped": float(server_round in self.skipped)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state,
-                "global_state": dict(self.global_state or {}),
-                "rejected": {str(k): v for k, v in self.rejected.items()},
-                "attempts": {str(k): v for k, v in self.attempts.items()},
-                "skipped": sorted(self.skipped)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.global_state = dict(state["global_state"]) or None
-        self.rejected = {int(k): int(v) for k, v in state["rejected"].items()}
-        self.attempts = {int(k): int(v) for k, v in state["attempts"].items()}
-        self.skipped = {int(r) for r in state["skipped"]}
 
     def summary(self) -> None:
         return None

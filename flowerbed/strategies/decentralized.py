@@ -23,37 +23,61 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from flowerbed.platform.arrays import State, flatten, from_record, to_record, unflatten
-from flowerbed.platform.records import first
-from flowerbed.strategies.base import PlatformStrategy, Services
+from flowerbed.core.arrays import State, flatten, from_record, to_record, unflatten
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.params import non_negative, param, positive, unit_interval_open_left
+from flowerbed.core.records import first
+from flowerbed.core.rng import Stream, stream
+from flowerbed.core.validation import check_reply_arrays, shapes_of
+from flowerbed.strategies.contract import PlatformStrategy, Services, messages, payload
 from flowerbed.strategies.model_store import ModelStore
-
-if TYPE_CHECKING:
-    from typing import Self
-
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.platform.topologies import Topology
+from flowerbed.strategies.topologies import TOPOLOGIES, Topology, build_topology
 
 log = logging.getLogger(__name__)
 
 
-def topology_from_config(cfg: RunConfig, n: int) -> Topology:
-    """``cfg.topology`` over n nodes (or slots); impossible inputs become config errors."""
-    from flowerbed.platform.config import ConfigError
-    from flowerbed.platform.topologies import build_topology
+@dataclass(frozen=True)
+class DecentralizedParams:
+    """The parameters every decentralized strategy has."""
 
+    eval_nodes: int = param(20, "decentralized: nodes sampled for per-node accuracy", positive)
+    variance_correction: bool = param(False, "gossip/D-SGD: variance-corrected averaging")
+    models_memory_gib: float = param(0.0, "decentralized: RAM for the stacked node models "
+                                     "(0 = a quarter of RAM); larger model stacks are "
+                                     "memory-mapped", non_negative)
+
+
+def known_topology(name: str) -> str | None:
+    return None if name in TOPOLOGIES else "must be one of " + ", ".join(TOPOLOGIES)
+
+
+@dataclass(frozen=True)
+class TopologyParams:
+    """The graph a strategy mixes over (D-SGD's nodes, Teleportation's slots)."""
+
+    topology: str = param("ring", "ring, torus, complete, exponential, one-peer-exponential, "
+                          "base-2, base (Base-(k+1), k = degree), erdos-renyi, random-regular",
+                          known_topology)
+    degree: int = param(4, "random-regular degree / base-(k+1) max degree", positive)
+    edge_probability: float = param(0.1, "Erdos-Renyi edge probability",
+                                    unit_interval_open_left)
+
+
+def topology_of(params: Any, n: int, seed: int) -> Topology:
+    """``params.topology`` over n nodes (or slots); impossible inputs become config errors."""
     try:
-        return build_topology(cfg.topology, n, degree=cfg.degree,
-                              edge_probability=cfg.edge_probability, seed=cfg.seed)
+        return build_topology(params.topology, n, degree=params.degree,
+                              edge_probability=params.edge_probability, seed=seed)
     except ValueError as err:
-        raise ConfigError("topology", cfg.topology, str(err)) from None
+        raise ConfigError("topology", params.topology, str(err)) from None
 
 
 def available_nodes(grid: Grid) -> np.ndarray:
@@ -64,45 +88,39 @@ def available_nodes(grid: Grid) -> np.ndarray:
 
 def eval_rows(seed: int, num_nodes: int, eval_nodes: int) -> np.ndarray:
     """The nodes whose models the per-node metrics sample (sorted, fixed per seed)."""
-    rng = np.random.default_rng([seed, 31337])
+    rng = stream(seed, Stream.EVAL_ROWS)
     return np.sort(rng.choice(num_nodes, min(eval_nodes, num_nodes), replace=False))
 
 
 class DecentralizedStrategy(PlatformStrategy, Strategy):
     """Base for D-SGD, gossip, Teleportation, MoDeST and user decentralized strategies."""
 
+    Params = DecentralizedParams
     routes_through_server = True
+    state_fields = ("x", "like", "rng", "failed")
 
-    def __init__(self, num_nodes: int, seed: int = 0, eval_nodes: int = 20,
-                 eval_every: int = 1, num_rounds: int = 1,
-                 variance_correction: bool = False, models_memory_gib: float = 0.0) -> None:
-        self.n = num_nodes
-        self.store = ModelStore(models_memory_gib)
-        self.rng = np.random.default_rng([seed, 271828])
-        self.eval_every = eval_every
-        self.num_rounds = num_rounds
-        self.variance_correction = variance_correction
+    def __init__(self, params: Any, services: Services) -> None:
+        self.params, self.services = params, services
+        self.n = services.num_nodes
+        self.store = ModelStore(params.models_memory_gib)
+        self.rng = stream(services.seed, Stream.DECENTRALIZED)
         self.x: np.ndarray = np.zeros((0, 0), np.float32)  # (models, P)
         self.like: State = {}
-        self.model_bytes = 0
-        self.eval_sample = eval_rows(seed, num_nodes, eval_nodes)
+        self.eval_sample = eval_rows(services.seed, self.n, params.eval_nodes)
         self.metrics: dict[int, dict[str, float]] = {}
         self.failed: dict[int, int] = {}
-        self.services = Services(num_nodes=num_nodes, seed=seed)
 
-    @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
-        obj = cls(**cls.config_kwargs(cfg))
-        obj.services = services
-        return obj
+    @property
+    def model_bytes(self) -> int:
+        """What one peer message carries: the model, float32 (the stack's dtype)."""
+        return int(sum(v.size for v in self.like.values())) * 4
 
-    @classmethod
-    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
-        """Constructor arguments from the run config; extend in subclasses."""
-        return {"num_nodes": cfg.num_clients, "seed": cfg.seed, "eval_nodes": cfg.eval_nodes,
-                "eval_every": cfg.eval_every, "num_rounds": cfg.num_server_rounds,
-                "variance_correction": cfg.variance_correction,
-                "models_memory_gib": cfg.models_memory_gib}
+    @property
+    def num_rounds(self) -> int:
+        return self.services.num_rounds
+
+    def after_load(self) -> None:
+        self.x = self.store.copy(np.asarray(self.x, np.float32))  # back out of core
 
     # --- what subclasses implement
     def init_models(self, x0: np.ndarray) -> np.ndarray:
@@ -134,17 +152,14 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         ok = np.zeros(len(nodes), dtype=bool)
         if not nodes:
             return out, ok
-        conf = {"server-round": server_round, **(config or {})}
-        messages = [Message(content=RecordDict({"arrays": to_record(unflatten(models[i],
-                                                                              self.like)),
-                                                "config": ConfigRecord(dict(conf))}),
-                            dst_node_id=int(node), message_type=MessageType.TRAIN,
-                            group_id=str(server_round))
-                    for i, node in enumerate(nodes)]
+        conf = ConfigRecord({"server-round": server_round, **(config or {})})
+        msgs = messages(((node, payload(to_record(unflatten(models[i], self.like)), conf))
+                         for i, node in enumerate(nodes)), MessageType.TRAIN,
+                        str(server_round))
         pos = {int(node): i for i, node in enumerate(nodes)}
         failed = 0
         answered = set()
-        for reply in grid.send_and_receive(messages, timeout=timeout):
+        for reply in grid.send_and_receive(msgs, timeout=timeout):
             i = pos.get(reply.metadata.src_node_id)
             if i is None:
                 continue
@@ -186,14 +201,14 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         if arrays is None:
             return None
         state = from_record(arrays)
-        if state.keys() != self.like.keys() or any(
-                state[k].shape != self.like[k].shape for k in self.like):
+        if check_reply_arrays(shapes_of(self.like), state, exact=True) is not None:
             return None
-        vec = flatten(state).astype(np.float32)
-        return vec if np.isfinite(vec).all() else None
+        return flatten(state).astype(np.float32)
 
     def record_edges(self, src: Iterable[int], dst: Iterable[int]) -> None:
         """One model-size peer message per (src, dst) pair, in the ledger."""
+        if self.services.ledger is None:
+            return
         self.services.ledger.record_many(np.fromiter(src, np.int64),
                                          np.fromiter(dst, np.int64), self.model_bytes)
 
@@ -214,13 +229,13 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         """
         if not isinstance(x, np.memmap):
             mixed = topology.mix(x, step).astype(np.float32)
-            if self.variance_correction:
+            if self.params.variance_correction:
                 mixed = self.correct_variance(mixed, topology.mix(self.tensor_vars(x), step))
             return mixed
         out = self.store.empty(*x.shape)
         for cols in self.store.col_chunks(*x.shape):
             out[:, cols] = topology.mix(np.asarray(x[:, cols]), step)
-        if self.variance_correction:
+        if self.params.variance_correction:
             self.correct_variance(out, topology.mix(self.tensor_vars(x), step), inplace=True)
         return out
 
@@ -262,7 +277,6 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         if first_round == 1 or self.x.size == 0:
             self.like = from_record(initial_arrays)
             self.x = self.init_models(flatten(self.like).astype(np.float32))
-        self.model_bytes = int(sum(v.size for v in self.like.values())) * 4
         if evaluate_fn and first_round == 1:
             self._evaluate(0, evaluate_fn, result)
         for t in range(first_round, num_rounds + 1):
@@ -274,7 +288,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
 
     def _evaluate(self, t: int, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
                   result: Result) -> None:
-        if t == 0 or t % self.eval_every == 0 or t == self.num_rounds:
+        if t == 0 or t % self.services.eval_every == 0 or t == self.num_rounds:
             self.metrics[t] = self.node_metrics()
         res = evaluate_fn(t, to_record(unflatten(self.report_state(), self.like)))
         if res is not None:
@@ -300,18 +314,6 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
     def round_metrics(self, server_round: int) -> dict[str, float]:
         return {**self.metrics.get(server_round, {}),
                 "failed_nodes": float(self.failed.get(server_round, 0))}
-
-    # --- checkpoints: the stacked models and the RNG
-    def state_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "like": dict(self.like),  # dict order survives the JSON
-                "rng": self.rng.bit_generator.state,
-                "failed": {str(k): v for k, v in self.failed.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.x = self.store.copy(np.asarray(state["x"], np.float32))  # back out of core
-        self.like = {k: np.asarray(v) for k, v in state["like"].items()}
-        self.rng.bit_generator.state = state["rng"]
-        self.failed = {int(k): int(v) for k, v in state["failed"].items()}
 
     # --- Flower's abstract per-round methods: start() drives rounds itself
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

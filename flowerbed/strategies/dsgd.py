@@ -11,28 +11,32 @@ all-reduce (n (n - 1) messages) after which every node holds x-bar.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.strategies.decentralized import DecentralizedStrategy, topology_from_config
+from flowerbed.core.params import param
+from flowerbed.strategies.contract import Services
+from flowerbed.strategies.decentralized import (
+    DecentralizedParams,
+    DecentralizedStrategy,
+    TopologyParams,
+    topology_of,
+)
 
-if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.platform.topologies import Topology
+
+@dataclass(frozen=True)
+class DSGDParams(TopologyParams, DecentralizedParams):
+    final_merge: bool = param(True, "decentralized: report the globally merged model x-bar")
 
 
 class DSGD(DecentralizedStrategy):
-    def __init__(self, topology: Topology, final_merge: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.topology = topology
-        self.final_merge = final_merge
+    Params = DSGDParams
 
-    @classmethod
-    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "final_merge": cfg.final_merge,
-                "topology": topology_from_config(cfg, cfg.num_clients)}
+    def __init__(self, params: DSGDParams, services: Services) -> None:
+        super().__init__(params, services)
+        self.topology = topology_of(params, self.n, services.seed)
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         active = sorted(int(v) for v in grid.get_node_ids())
@@ -41,14 +45,14 @@ class DSGD(DecentralizedStrategy):
         step = server_round - 1
         self.x = self.mix(self.topology, half, step)
         self.record_topology(self.topology, step)
-        if self.final_merge and server_round == self.num_rounds:
+        if self.params.final_merge and server_round == self.num_rounds:
             # the per-node models just before the single global merge (x-bar is unchanged)
             self.premerge = {f"premerge_{k}": v for k, v in self.node_metrics().items()}
             self.all_reduce()
 
     def round_metrics(self, server_round: int) -> dict[str, float]:
         out = super().round_metrics(server_round)
-        if server_round == self.num_rounds and self.final_merge:
+        if server_round == self.num_rounds and self.params.final_merge:
             out.update(getattr(self, "premerge", {}))
         return out
 

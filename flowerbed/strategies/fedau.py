@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from flowerbed.platform.arrays import State, from_record, to_record
+from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.params import param, positive
 from flowerbed.strategies.averaging import weighted_sum
-from flowerbed.strategies.base import CentralizedStrategy, ClientUpdate
-
-if TYPE_CHECKING:
-    from typing import Self
-
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.strategies.base import Services
+from flowerbed.strategies.base import CentralizedParams, CentralizedStrategy, ClientUpdate
+from flowerbed.strategies.contract import Services
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +42,12 @@ class AllClientsAverage(CentralizedStrategy):
     Subclasses define :meth:`omega` (the per-participant weights of one round).
     """
 
-    @classmethod
-    def note_fraction(cls, cfg: RunConfig) -> None:
-        if cfg.fraction_train != 1.0:
+    def __init__(self, params: Any, services: Services) -> None:
+        super().__init__(params, services)
+        if params.fraction_train != 1.0:
             log.info("%s trains every available client; fraction-train = %s does not apply",
-                     cls.__name__, cfg.fraction_train)
+                     type(self).__name__, params.fraction_train)
+        self.last_omega: dict[int, float] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -63,7 +61,7 @@ class AllClientsAverage(CentralizedStrategy):
     def aggregate(self, server_round: int, global_state: State,
                   updates: list[ClientUpdate]) -> State:
         omega = self.omega(server_round, [u.node_id for u in updates])
-        scale = self.server_lr / self.services.num_nodes
+        scale = self.params.server_lr / self.services.num_nodes
         coef = [scale * omega[u.node_id] for u in updates]  # x + sum_n c_n (x_n - x)
         moved = weighted_sum([u.state for u in updates], coef, global_state)
         new = {k: v.astype(np.float64) * (1.0 - sum(coef)) + moved[k]
@@ -88,31 +86,24 @@ class AllClientsAverage(CentralizedStrategy):
         return to_record(new_state), MetricRecord({"train_loss": loss})
 
 
+@dataclass(frozen=True)
+class FedAUParams(CentralizedParams):
+    fedau_cutoff: int = param(100000, "FedAU: cutoff K of the participation-interval "
+                              "estimate", positive)
+
+
 class FedAU(AllClientsAverage):
     """FedAU; see the module docstring."""
 
-    def __init__(self, cutoff: int = 100000, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cutoff = cutoff  # K
-        self.gap = np.zeros(0, dtype=np.int64)  # rounds since last participation
-        self.interval_sum = np.zeros(0, dtype=np.float64)
-        self.interval_count = np.zeros(0, dtype=np.int64)
-        self.last_omega: dict[int, float] = {}
+    Params = FedAUParams
+    state_fields = ("gap", "interval_sum", "interval_count")
 
-    @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
-        obj = cls(cutoff=cfg.fedau_cutoff, fraction_train=1.0, min_train_nodes=1,
-                  fraction_evaluate=cfg.fraction_evaluate,
-                  server_lr=cfg.server_lr, proximal_mu=cfg.proximal_mu, seed=cfg.seed)
-        obj.services = services
-        obj.reset(services.num_nodes)
-        cls.note_fraction(cfg)
-        return obj
-
-    def reset(self, num_nodes: int) -> None:
-        self.gap = np.zeros(num_nodes, dtype=np.int64)
-        self.interval_sum = np.zeros(num_nodes, dtype=np.float64)
-        self.interval_count = np.zeros(num_nodes, dtype=np.int64)
+    def __init__(self, params: FedAUParams, services: Services) -> None:
+        super().__init__(params, services)
+        n = services.num_nodes
+        self.gap = np.zeros(n, dtype=np.int64)  # rounds since last participation
+        self.interval_sum = np.zeros(n, dtype=np.float64)
+        self.interval_count = np.zeros(n, dtype=np.int64)
 
     def omega(self, server_round: int, participants: list[int]) -> dict[int, float]:
         """This round's weights; then records the round's participation (steps 2-3)."""
@@ -127,7 +118,7 @@ class FedAU(AllClientsAverage):
         self.gap[part] = 0
         # the others: one more round away; at the cutoff K, record K and start over
         self.gap[~part] += 1
-        cut = ~part & (self.gap >= self.cutoff)
+        cut = ~part & (self.gap >= self.params.fedau_cutoff)  # K
         self.interval_sum[cut] += self.gap[cut]
         self.interval_count[cut] += 1
         self.gap[cut] = 0
@@ -138,14 +129,3 @@ class FedAU(AllClientsAverage):
         if self.last_omega:
             out["fedau_mean_omega"] = float(np.mean(list(self.last_omega.values())))
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"gap": self.gap.tolist(), "interval_sum": self.interval_sum.tolist(),
-                "interval_count": self.interval_count.tolist(),
-                "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.gap = np.asarray(state["gap"], dtype=np.int64)
-        self.interval_sum = np.asarray(state["interval_sum"], dtype=np.float64)
-        self.interval_count = np.asarray(state["interval_count"], dtype=np.int64)
-        self.rng.bit_generator.state = state["rng"]

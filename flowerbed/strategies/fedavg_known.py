@@ -9,34 +9,21 @@ only this one, the true probabilities (``Services.true_probabilities``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from flowerbed.platform.config import ConfigError
+from flowerbed.core.errors import ConfigError
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.fedau import AllClientsAverage
-
-if TYPE_CHECKING:
-    from typing import Self
-
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.strategies.base import Services
 
 
 class FedAvgKnown(AllClientsAverage):
     """omega_n = 1/p_n with the platform's true p_n; see the module docstring."""
 
-    last_omega: dict[int, float]
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
+    def __init__(self, params: Any, services: Services) -> None:
         if services.true_probabilities is None:
-            raise ConfigError("strategy", cfg.strategy,
+            raise ConfigError("strategy", "fedavg-known",
                               "needs the platform's participation probabilities")
-        obj = cls(fraction_train=1.0, fraction_evaluate=cfg.fraction_evaluate,
-                  min_train_nodes=1, server_lr=cfg.server_lr,
-                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
-        obj.services = services
-        cls.note_fraction(cfg)
-        return obj
+        super().__init__(params, services)
 
     def omega(self, server_round: int, participants: list[int]) -> dict[int, float]:
         p = self.services.true_probabilities

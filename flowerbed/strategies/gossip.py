@@ -30,7 +30,7 @@ class Gossip(DecentralizedStrategy):
             j = peers[i]
             pair = np.stack([self.x[j], sent[i]])
             merged = pair.mean(axis=0, keepdims=True)
-            if self.variance_correction:
+            if self.params.variance_correction:
                 merged = self.correct_variance(merged, self.tensor_vars(pair).mean(
                     axis=0, keepdims=True))
             self.x[j] = merged[0]

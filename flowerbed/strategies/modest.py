@@ -10,28 +10,43 @@ The ledger counts s downloads and s * a uploads per round, all peer-to-peer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.strategies.decentralized import DecentralizedStrategy, available_nodes
+from flowerbed.core.params import param, positive
+from flowerbed.strategies.contract import Services
+from flowerbed.strategies.decentralized import (
+    DecentralizedParams,
+    DecentralizedStrategy,
+    available_nodes,
+)
 
-if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
+
+@dataclass(frozen=True)
+class MoDeSTParams(DecentralizedParams):
+    trainers: int = param(10, "MoDeST: trainers sampled per round (at most num-clients)",
+                          positive)
+    aggregators: int = param(2, "MoDeST: aggregators sampled per round (at most "
+                             "num-clients)", positive)
 
 
 class MoDeST(DecentralizedStrategy):
-    def __init__(self, trainers: int, aggregators: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.s = min(trainers, self.n)
-        self.a = min(aggregators, self.n)
+    Params = MoDeSTParams
+    state_fields = ("sources",)
+
+    def __init__(self, params: MoDeSTParams, services: Services) -> None:
+        super().__init__(params, services)
+        self.s = min(params.trainers, self.n)
+        self.a = min(params.aggregators, self.n)
         self.sources = np.zeros(0, dtype=np.int64)  # previous round's aggregators
 
-    @classmethod
-    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "trainers": cfg.trainers,
-                "aggregators": cfg.aggregators}
+    def notes(self) -> dict[str, Any]:
+        return {k: f"{v} clamped to num-clients = {self.n}"
+                for k, v in (("trainers", self.params.trainers),
+                             ("aggregators", self.params.aggregators)) if v > self.n}
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         return x0[None, :].copy()  # the aggregators' common model
@@ -52,10 +67,3 @@ class MoDeST(DecentralizedStrategy):
         if ok.any():
             self.x = trained[ok].mean(axis=0, keepdims=True)
         self.sources = aggregators
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "sources": self.sources.copy()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.sources = np.asarray(state["sources"], np.int64)

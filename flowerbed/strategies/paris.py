@@ -35,26 +35,22 @@ keys ``expert<e>.<name>`` and ``router.<name>``; each client only receives its o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from torch.func import functional_call
 
-from flowerbed.platform.arrays import State, from_record, module_state, to_record
-from flowerbed.platform.config import ConfigError
-from flowerbed.strategies.base import CentralizedStrategy, ClientUpdate
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Self
-
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.strategies.base import Services
+from flowerbed.core.arrays import State, from_record, module_state, to_record
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.params import non_negative, one_of, param, positive
+from flowerbed.strategies.base import CentralizedParams, CentralizedStrategy, ClientUpdate
+from flowerbed.strategies.contract import Services, messages, payload
 
 log = logging.getLogger(__name__)
 
@@ -97,40 +93,45 @@ def average(states: list[State]) -> State:
             for k in states[0]}
 
 
+@dataclass(frozen=True)
+class ParisParams(CentralizedParams):
+    experts: int = param(4, "Paris: number of experts E", positive)
+    sync_every: int = param(0, "Paris: average experts every this many rounds (0 = never)",
+                            non_negative)
+    expert_groups: str = param(
+        "partition", "Paris: 'partition' (client i -> i mod E), 'cluster' (k-means on label "
+        "histograms) or 'data-cluster' (the kmeans partitioner's clusters)",
+        one_of("partition", "cluster", "data-cluster"))
+    routing: str = param("soft", "Paris: router combination", one_of("soft", "top1", "topk"))
+    routing_k: int = param(2, "Paris: k for top-k routing", positive)
+    router_epochs: int = param(20, "Paris: router training epochs", positive)
+
+
 class Paris(CentralizedStrategy):
     """E experts on disjoint client groups; see the module docstring."""
 
-    def __init__(self, groups: np.ndarray, sync_every: int = 0, routing: str = "soft",
-                 routing_k: int = 2, router_epochs: int = 1, num_rounds: int = 1,
-                 eval_every: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.groups = np.asarray(groups, dtype=np.int64)
+    Params = ParisParams
+    state_fields = ("groups",)
+
+    def __init__(self, params: ParisParams, services: Services) -> None:
+        super().__init__(params, services)
+        self.groups = expert_groups(params.expert_groups, params.experts, services.num_nodes,
+                                    services.seed, services.label_counts,
+                                    services.client_clusters)
         self.num_experts = int(self.groups.max()) + 1
-        self.sync_every = sync_every
-        self.routing, self.routing_k = routing, routing_k
-        self.router_epochs = router_epochs
-        self.num_rounds, self.eval_every = num_rounds, eval_every
         self.experts: list[State] = []
         self.router: State | None = None
         self._evaluated: State | None = None
         self._modules: dict[int, torch.nn.Module] = {}
         # the test inputs' true group, when groups are input-space clusters
-        self.router_target: np.ndarray | None = None
+        self.router_target = (services.test_clusters if params.expert_groups == "data-cluster"
+                              else None)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, services: Services) -> Self:
-        groups = expert_groups(cfg.expert_groups, cfg.experts, services.num_nodes, cfg.seed,
-                               services.label_counts, services.client_clusters)
-        obj = cls(groups, sync_every=cfg.sync_every, routing=cfg.routing,
-                  routing_k=cfg.routing_k, router_epochs=cfg.router_epochs,
-                  num_rounds=cfg.num_server_rounds, eval_every=cfg.eval_every,
-                  fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
-                  min_train_nodes=cfg.min_train_nodes, server_lr=cfg.server_lr,
-                  proximal_mu=cfg.proximal_mu, seed=cfg.seed)
-        obj.services = services
-        if cfg.expert_groups == "data-cluster":  # groups = input clusters: a router target
-            obj.router_target = services.test_clusters
-        return obj
+    def check_params(cls, params: ParisParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        if params.experts > num_nodes:
+            raise ConfigError("experts", params.experts, f"must be <= num-clients ({num_nodes})")
 
     # --- the experts (and router) as one ArrayRecord
     def pack(self) -> State:
@@ -170,7 +171,7 @@ class Paris(CentralizedStrategy):
         seed = self.services.seed
         self.experts = [module_state(build(seed + e, self.num_classes)) if build
                         else dict(base) for e in range(self.num_experts)]
-        if self.sync_every == 0 and build is not None:
+        if self.params.sync_every == 0 and build is not None:
             self.router = module_state(build(seed + self.num_experts, self.num_experts))
         return super().start(grid, to_record(self.pack()), num_rounds, timeout, train_config,
                              evaluate_config, evaluate_fn, **resume)
@@ -190,8 +191,6 @@ class Paris(CentralizedStrategy):
     def _config(self, config: ConfigRecord, server_round: int, **extra: Any) -> ConfigRecord:
         out = ConfigRecord(dict(config))
         out["server-round"] = server_round
-        if self.proximal_mu:
-            out["proximal-mu"] = self.proximal_mu
         for k, v in extra.items():
             out[k] = v
         return out
@@ -203,19 +202,19 @@ class Paris(CentralizedStrategy):
                                     self.min_train_nodes)
         cfg = self._config(config, server_round)
         router_rec = to_record(self.router) if self.router is not None else None
-        messages = []
+        out: list[Message] = []
         for e, nodes in chosen.items():
-            content = RecordDict({"arrays": to_record(self.experts[e]), "config": cfg})
-            messages += [Message(content=content, dst_node_id=n, message_type=MessageType.TRAIN,
-                                 group_id=f"{server_round}/expert{e}") for n in nodes]
+            content = payload(to_record(self.experts[e]), cfg)
+            out += messages(((n, content) for n in nodes), MessageType.TRAIN,
+                            f"{server_round}/expert{e}")
             if router_rec is not None:
                 rcfg = self._config(config, server_round, **{
-                    "target-label": e, "local-epochs": self.router_epochs, "local-steps": 0})
-                rcontent = RecordDict({"arrays": router_rec, "config": rcfg})
-                messages += [Message(content=rcontent, dst_node_id=n,
-                                     message_type=MessageType.TRAIN,
-                                     group_id=f"{server_round}/{ROUTER}") for n in nodes]
-        return messages
+                    "target-label": e, "local-epochs": self.params.router_epochs,
+                    "local-steps": 0})
+                rcontent = payload(router_rec, rcfg)
+                out += messages(((n, rcontent) for n in nodes), MessageType.TRAIN,
+                                f"{server_round}/{ROUTER}")
+        return out
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -225,10 +224,12 @@ class Paris(CentralizedStrategy):
         experts, _ = self.unpack(from_record(arrays))
         chosen = self._group_sample(sorted(grid.get_node_ids()), self.fraction_evaluate, 1)
         cfg = self._config(config, server_round)
-        return [Message(content=RecordDict({"arrays": to_record(experts[e]), "config": cfg}),
-                        dst_node_id=n, message_type=MessageType.EVALUATE,
-                        group_id=f"{server_round}/expert{e}")
-                for e, nodes in chosen.items() for n in nodes]
+        out: list[Message] = []
+        for e, nodes in chosen.items():
+            content = payload(to_record(experts[e]), cfg)
+            out += messages(((n, content) for n in nodes), MessageType.EVALUATE,
+                            f"{server_round}/expert{e}")
+        return out
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -247,7 +248,7 @@ class Paris(CentralizedStrategy):
             updates = self.decode(server_round, by_model.get(ROUTER, []))
             if updates:
                 self.router = self.aggregate(server_round, self.router, updates)
-        if self.sync_every and server_round % self.sync_every == 0:
+        if self.params.sync_every and server_round % self.params.sync_every == 0:
             merged = average(self.experts)
             self.experts = [dict(merged) for _ in range(self.num_experts)]
         metrics = None
@@ -283,8 +284,9 @@ class Paris(CentralizedStrategy):
                                ) -> np.ndarray:
         """sum_e p_r(e | x) softmax(f_e(x)), with the router weights soft, top-k or top-1."""
         gate = torch.softmax(self._logits(router, x, self.num_experts), dim=1)
-        k = {"soft": self.num_experts, "top1": 1}.get(self.routing,
-                                                      min(self.routing_k, self.num_experts))
+        routing = self.params.routing
+        k = {"soft": self.num_experts, "top1": 1}.get(
+            routing, min(self.params.routing_k, self.num_experts))
         if k < self.num_experts:
             top = torch.topk(gate, k, dim=1).indices
             gate = torch.zeros_like(gate).scatter(1, top, gate.gather(1, top))
@@ -296,7 +298,8 @@ class Paris(CentralizedStrategy):
     def round_metrics(self, server_round: int) -> dict[str, float]:
         out = super().round_metrics(server_round)
         evaluate, state = self.services.evaluate, self._evaluated
-        due = (server_round in (0, self.num_rounds) or server_round % self.eval_every == 0)
+        due = (server_round in (0, self.services.num_rounds)
+               or server_round % self.services.eval_every == 0)
         if not due or evaluate is None or state is None:
             return out
         experts, router = self.unpack(state)
@@ -313,10 +316,3 @@ class Paris(CentralizedStrategy):
                 guess = self._logits(router, x, self.num_experts).argmax(dim=1).numpy()
                 out["router_accuracy"] = float(np.mean(guess == target))
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "groups": self.groups.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.groups = np.asarray(state["groups"], dtype=np.int64)

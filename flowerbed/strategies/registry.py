@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.platform.config import ConfigError
-from flowerbed.platform.imports import is_import_path, load_object
-
-if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.strategies.base import Services
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.imports import is_import_path, load_object
+from flowerbed.strategies.contract import PlatformStrategy, Services, build
 
 STRATEGIES: dict[str, str] = {
     "fedavg": "flowerbed.strategies.fedavg:FedAvg",
@@ -26,17 +23,7 @@ STRATEGIES: dict[str, str] = {
 }
 
 
-def check_strategy_name(name: str) -> None:
-    if is_import_path(name):
-        _user_class(name)
-    elif name not in STRATEGIES:
-        raise ConfigError("strategy", name, "must be one of " + ", ".join(sorted(STRATEGIES))
-                          + " or 'pkg.module:Class'")
-
-
 def _user_class(path: str) -> type:
-    from flowerbed.strategies.base import PlatformStrategy
-
     cls = load_object(path, "strategy", base=Strategy)
     if not issubclass(cls, PlatformStrategy):
         raise ConfigError("strategy", path, "must subclass flowerbed.strategies.base."
@@ -46,11 +33,23 @@ def _user_class(path: str) -> type:
 
 
 def strategy_class(name: str) -> type:
+    """The class a run-config ``strategy`` names (ConfigError if it names none)."""
     if is_import_path(name):
         return _user_class(name)
-    check_strategy_name(name)
+    if name not in STRATEGIES:
+        raise ConfigError("strategy", name, "must be one of " + ", ".join(sorted(STRATEGIES))
+                          + " or 'pkg.module:Class'")
     return load_object(STRATEGIES[name], "strategy")
 
 
-def build_strategy(cfg: RunConfig, services: Services) -> Strategy:
-    return strategy_class(cfg.strategy).from_config(cfg, services)
+def builtin_classes() -> list[type]:
+    """Every registered strategy class, in registry order."""
+    return [strategy_class(name) for name in STRATEGIES]
+
+
+def build_strategy(name: str, values: Any, services: Services) -> Strategy:
+    """The strategy ``name`` built from validated run-config values and the services."""
+    return build(strategy_class(name), values, services)
+
+
+__all__ = ["STRATEGIES", "build_strategy", "builtin_classes", "strategy_class"]

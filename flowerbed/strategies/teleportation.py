@@ -12,40 +12,56 @@ node to node. x-bar is the mean of the k slot models.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.serverapp import Grid
 
+from flowerbed.core.params import param, positive
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
+    DecentralizedParams,
     DecentralizedStrategy,
+    TopologyParams,
     available_nodes,
-    topology_from_config,
+    topology_of,
 )
+from flowerbed.strategies.topologies import Topology
 
-if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
-    from flowerbed.platform.topologies import Topology
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeleportationParams(TopologyParams, DecentralizedParams):
+    k_active: int = param(8, "Teleportation: active nodes per round k (at most num-clients)",
+                          positive)
 
 
 class Teleportation(DecentralizedStrategy):
-    def __init__(self, k_active: int, slot_topology: Topology, resample: bool = True,
-                 universe: np.ndarray | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # the nodes this run may activate (all by default; a disjoint set when tuning)
+    Params = TeleportationParams
+    state_fields = ("holders",)
+
+    def __init__(self, params: Any, services: Services, k: int | None = None,
+                 universe: np.ndarray | None = None, topology: Topology | None = None,
+                 resample: bool = True) -> None:
+        """``k`` (default ``k-active``, at most n) slots; ``universe``: the nodes this run
+        may activate (all by default; a disjoint set when tuning); ``topology``: among the
+        slots (default: the configured one over k slots)."""
+        super().__init__(params, services)
         self.universe = None if universe is None else np.asarray(universe, np.int64)
-        if not 1 <= k_active <= self.n:
-            raise ValueError(f"k-active = {k_active} must be in 1..num-clients ({self.n})")
-        self.k = k_active
-        self.topology = slot_topology
+        self.k = min(params.k_active, self.n) if k is None else k
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"k = {self.k} must be in 1..num-clients ({self.n})")
+        self.topology = topology or topology_of(params, self.k, services.seed)
         self.resample = resample
         self.holders = np.full(self.k, -1, dtype=np.int64)  # node holding each slot
 
-    @classmethod
-    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
-        k = min(cfg.k_active, cfg.num_clients)
-        return {**super().config_kwargs(cfg), "k_active": k,
-                "slot_topology": topology_from_config(cfg, k)}
+    def notes(self) -> dict[str, Any]:
+        if self.params.k_active > self.n and self.universe is None:
+            return {"k-active": f"{self.params.k_active} clamped to num-clients = {self.n}"}
+        return {}
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         return np.tile(x0, (self.k, 1))  # k slot models; n models never exist
@@ -74,10 +90,3 @@ class Teleportation(DecentralizedStrategy):
         step = server_round - 1
         self.x = self.mix(self.topology, half, step)
         self.record_topology(self.topology, step, nodes=self.holders)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "holders": self.holders.copy()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.holders = np.asarray(state["holders"], np.int64)

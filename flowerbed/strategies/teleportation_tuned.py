@@ -28,22 +28,24 @@ is the current leader's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.serverapp import Grid
 
-from flowerbed.platform.arrays import unflatten
+from flowerbed.core.arrays import unflatten
+from flowerbed.core.params import one_of, param
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
+    DecentralizedParams,
     DecentralizedStrategy,
+    TopologyParams,
     available_nodes,
-    topology_from_config,
+    topology_of,
 )
 from flowerbed.strategies.teleportation import Teleportation
-
-if TYPE_CHECKING:
-    from flowerbed.platform.config import RunConfig
 
 
 def tuning_set(n: int) -> list[int]:
@@ -51,44 +53,60 @@ def tuning_set(n: int) -> list[int]:
     return [2 ** i for i in range(math.floor(math.log2(n + 1)))]
 
 
-class TeleportationTuned(DecentralizedStrategy):
-    def __init__(self, candidates: list[Teleportation], full: Teleportation,
-                 tuning_metric: str = "xbar", tuning_sets: str = "per-round",
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tuning_metric = tuning_metric
-        self.tuning_sets = tuning_sets
-        self.candidates = candidates
-        self.full = full
-        self.phase_rounds = max(self.num_rounds // 2, 1)
-        self.leader: Teleportation = candidates[-1]
-        self.chosen_k: int | None = None
+@dataclass(frozen=True)
+class TeleportationTunedParams(TopologyParams, DecentralizedParams):
+    tuning_metric: str = param(
+        "xbar", "teleportation-tuned: choose k by the loss of x-bar ('xbar') or by the mean "
+        "loss of the run's slot models ('nodes')", one_of("xbar", "nodes"))
+    tuning_sets: str = param(
+        "per-round", "teleportation-tuned: the candidates' disjoint node sets, drawn afresh "
+        "from all nodes every round ('per-round') or fixed contiguous blocks ('fixed')",
+        one_of("per-round", "fixed"))
 
-    @classmethod
-    def config_kwargs(cls, cfg: RunConfig) -> dict[str, Any]:
-        n = cfg.num_clients
-        base = super().config_kwargs(cfg)
+
+class TeleportationTuned(DecentralizedStrategy):
+    Params = TeleportationTunedParams
+    state_fields = ("candidates", "full", "leader_index", "chosen_k")
+    derived_fields = ("x",)  # the leader's slot models, saved with the leader
+
+    def __init__(self, params: TeleportationTunedParams, services: Services) -> None:
+        super().__init__(params, services)
+        n, seed = self.n, services.seed
+        base = {f.name: getattr(params, f.name)
+                for f in dataclasses.fields(Teleportation.Params) if hasattr(params, f.name)}
+        run_params = Teleportation.Params(**base)
+
+        def run(i: int, k: int, universe: np.ndarray | None) -> Teleportation:
+            # each run draws from its own seed; the slot topology is the configured one
+            return Teleportation(run_params, dataclasses.replace(services, seed=seed + 1 + i),
+                                 k=k, universe=universe, topology=topology_of(params, k, seed))
+
         ks = tuning_set(n)
         m = n // sum(ks)
-        candidates, start = [], 0
+        self.candidates: list[Teleportation] = []
+        start = 0
         for i, k in enumerate(ks):
-            block = np.arange(start, start + k * m)
+            self.candidates.append(run(i, k, np.arange(start, start + k * m)))
             start += k * m
-            candidates.append(Teleportation(
-                k_active=k, slot_topology=topology_from_config(cfg, k), universe=block,
-                **{**base, "seed": cfg.seed + 1 + i}))
-        full = Teleportation(k_active=n, slot_topology=topology_from_config(cfg, n),
-                             **{**base, "seed": cfg.seed + 1 + len(ks)})
-        return {**base, "candidates": candidates, "full": full,
-                "tuning_metric": cfg.tuning_metric, "tuning_sets": cfg.tuning_sets}
+        self.full = run(len(ks), n, None)
+        self.phase_rounds = max(self.num_rounds // 2, 1)
+        self.leader: Teleportation = self.candidates[-1]
+        self.chosen_k: int | None = None
+
+    @property
+    def leader_index(self) -> int:
+        return self.runs().index(self.leader)
+
+    @leader_index.setter
+    def leader_index(self, index: int) -> None:
+        self.leader = self.runs()[int(index)]
 
     def runs(self) -> list[Teleportation]:
         return [*self.candidates, self.full]
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         for run in self.runs():
-            run.services, run.like = self.services, self.like
-            run.model_bytes = int(sum(v.size for v in self.like.values())) * 4
+            run.like = self.like
             run.x = run.init_models(x0)
         return self.leader.x
 
@@ -106,12 +124,13 @@ class TeleportationTuned(DecentralizedStrategy):
         """Validation loss of ``run``: of its x-bar, or the mean over its slot models."""
         evaluate = self.services.evaluate
         assert evaluate is not None
-        models = run.x if self.tuning_metric == "nodes" else run.x.mean(axis=0, keepdims=True)
+        models = (run.x if self.params.tuning_metric == "nodes"
+                  else run.x.mean(axis=0, keepdims=True))
         return float(np.mean([evaluate(unflatten(v, self.like))["loss"] for v in models]))
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         if server_round <= self.phase_rounds:
-            if self.tuning_sets == "per-round":
+            if self.params.tuning_sets == "per-round":
                 self.draw_sets(grid)
             for run in self.candidates:
                 run.step(server_round, grid, timeout)
@@ -131,16 +150,8 @@ class TeleportationTuned(DecentralizedStrategy):
             out["chosen_k"] = float(self.chosen_k)
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        # x is only an alias of the leader's slots (its shape follows the leader's k)
-        state = {k: v for k, v in super().state_dict().items() if k != "x"}
-        return {**state, "runs": [r.state_dict() for r in self.runs()],
-                "leader": self.runs().index(self.leader)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict({**state, "x": np.zeros((0, 0), np.float32)})
-        for run, st in zip(self.runs(), state["runs"], strict=True):
-            run.load_state_dict(st)
-            run.services, run.like = self.services, self.like
-        self.leader = self.runs()[int(state["leader"])]
+    def after_load(self) -> None:
+        # x is derived (not saved): the base's copy of it back out of core does not apply
+        for run in self.runs():
+            run.like = self.like
         self.x = self.leader.x

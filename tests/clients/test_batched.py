@@ -9,7 +9,7 @@ from torch import nn
 
 from flowerbed.clients.batched import ClientJob, train_batched, vmap_supported
 from flowerbed.clients.training import TrainParams, client_rng, local_train
-from flowerbed.platform.arrays import module_state
+from flowerbed.core.arrays import module_state
 
 
 def _clients(sizes: list[int], dim: int = 6, classes: int = 3, seed: int = 0

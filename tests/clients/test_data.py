@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowerbed.clients.data import load_federation, synthetic_clients
-from flowerbed.platform.config import parse_run_config
+from flowerbed.run.config import parse_run_config
 from tests.conftest import tiny
 
 
@@ -93,7 +93,7 @@ def test_hf_path_on_a_locally_saved_dataset(tmp_path: Path) -> None:
 
 
 def test_too_many_clients_for_dirichlet_fails_clearly() -> None:
-    from flowerbed.platform.config import ConfigError
+    from flowerbed.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="no data"):
         load_federation(parse_run_config(tiny(num_clients=1000, partitioner="dirichlet",

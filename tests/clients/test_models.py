@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from flowerbed.clients.models import MODELS, build_model
-from flowerbed.platform.arrays import module_state
-from flowerbed.platform.config import ConfigError, parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.core.arrays import module_state
+from flowerbed.run.config import ConfigError, parse_run_config
+from flowerbed.run.runner import run_experiment
 from tests.conftest import tiny
 
 

@@ -8,8 +8,8 @@ import torch
 from flowerbed.clients.data import load_federation
 from flowerbed.clients.quadratic import EPS, Quadratic, centers_and_points
 from flowerbed.clients.training import TrainParams, local_train
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 from tests.conftest import tiny
 
 QUAD = {"dataset": "quadratic", "partitioner": "natural-id", "model":

@@ -8,8 +8,8 @@ from flowerbed.clients.data import load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, local_train
 from flowerbed.clients.worker import handle, training_labels
-from flowerbed.platform.arrays import from_record, module_state, to_record
-from flowerbed.platform.config import parse_run_config
+from flowerbed.core.arrays import from_record, module_state, to_record
+from flowerbed.run.config import parse_run_config
 
 
 def test_training_labels():

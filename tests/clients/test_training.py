@@ -14,8 +14,8 @@ from flowerbed.clients.training import (
     evaluate,
     local_train,
 )
-from flowerbed.platform.arrays import module_state
-from flowerbed.platform.config import parse_run_config
+from flowerbed.core.arrays import module_state
+from flowerbed.run.config import parse_run_config
 from tests.conftest import tiny
 
 

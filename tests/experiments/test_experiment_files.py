@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from flowerbed.cli import main
-from flowerbed.experiments import experiment_file
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.sweep import sweep_from_dict
+from flowerbed.run.config import parse_run_config
 from flowerbed.strategies.registry import STRATEGIES
+from flowerbed.tools.cli import main
+from flowerbed.tools.experiments import experiment_file
+from flowerbed.tools.sweep import sweep_from_dict
 from tests.conftest import ROOT
 
 EXPERIMENTS = ROOT / "experiments"

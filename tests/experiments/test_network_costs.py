@@ -6,14 +6,14 @@ import json
 import tomllib
 from pathlib import Path
 
-from flowerbed.experiments.network_costs import (
+from flowerbed.tools import costs
+from flowerbed.tools.experiments.network_costs import (
     Exercise,
     closed_form,
     measure_dpsgd,
     measure_fedavg,
     run_network_costs,
 )
-from flowerbed.platform import costs
 from tests.conftest import ROOT
 
 RAW = tomllib.loads((ROOT / "experiments" / "network_costs.toml").read_text())

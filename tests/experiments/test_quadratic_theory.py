@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from flowerbed.clients.quadratic import centers_and_points
-from flowerbed.experiments.quadratic_theory import (
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
+from flowerbed.strategies.topologies import build_topology
+from flowerbed.tools.experiments.quadratic_theory import (
     dsgd_losses,
     expected_losses,
     expected_node_loss,
     teleportation_losses,
 )
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
-from flowerbed.platform.topologies import build_topology
 from tests.conftest import tiny
 
 

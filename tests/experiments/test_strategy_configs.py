@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from flowerbed.platform.config import parse_run_config
+from flowerbed.run.config import parse_run_config
 from flowerbed.strategies.registry import STRATEGIES
 from tests.conftest import ROOT
 

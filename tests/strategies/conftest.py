@@ -1,7 +1,7 @@
 import pytest
 
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 
 
 @pytest.fixture

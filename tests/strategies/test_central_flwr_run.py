@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flowerbed.platform.superlink import LocalSuperLink
+from flowerbed.tools.superlink import LocalSuperLink
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ('num-clients=8 num-server-rounds=2 wandb=false progress=false model="logreg" '

@@ -10,21 +10,26 @@ import pytest
 from flowerbed.clients.data import load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, local_train
-from flowerbed.platform.arrays import flatten, module_state, unflatten
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
-from flowerbed.platform.topologies import build_topology
+from flowerbed.core.arrays import flatten, module_state, unflatten
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.dsgd import DSGD
 from flowerbed.strategies.teleportation import Teleportation
+from flowerbed.strategies.topologies import build_topology
 from tests.conftest import tiny
 
 
 class FixedTeleportation(Teleportation):
     """Teleportation without resampling: slot i always lives on node i."""
 
-    @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "resample": False}
+    def __init__(self, params: Any, services: Services) -> None:
+        super().__init__(params, services, resample=False)
+
+
+def dsgd(n: int, topology: str, **params: Any) -> DSGD:
+    return DSGD(DSGD.Params(topology=topology, final_merge=False, **params),
+                Services(num_nodes=n, seed=0))
 
 
 def _run(**overrides: Any) -> Any:
@@ -79,7 +84,7 @@ def test_gossip_mixing_contracts_at_the_spectral_gap_rate() -> None:
     """With no training, consensus distance shrinks by lambda_2^2 per ring step."""
     n = 16
     ring = build_topology("ring", n)
-    strat = DSGD(topology=ring, num_nodes=n, final_merge=False)
+    strat = dsgd(n, "ring")
     strat.like = {"w": np.zeros(8, np.float32)}
     x = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float64)
     dists = []
@@ -152,8 +157,7 @@ def test_variance_correction_restores_each_tensors_variance() -> None:
     average keeps the plain average's per-tensor mean and has the averaged models' mean
     variance again (Tian et al. 2024, our reading)."""
     n = 4
-    strat = DSGD(topology=build_topology("complete", n), num_nodes=n, final_merge=False,
-                 variance_correction=True)
+    strat = dsgd(n, "complete", variance_correction=True)
     strat.like = {"w": np.zeros((5, 6), np.float32), "b": np.zeros(5, np.float32)}
     x = np.random.default_rng(0).normal(size=(n, 35)).astype(np.float32)
     plain = x.mean(axis=0)
@@ -163,7 +167,7 @@ def test_variance_correction_restores_each_tensors_variance() -> None:
         assert plain[s].var() < 0.5 * target  # the vanishing variance being corrected
         np.testing.assert_allclose(mixed[:, s].var(axis=1), target, rtol=1e-4)
         np.testing.assert_allclose(mixed[:, s].mean(axis=1), plain[s].mean(), atol=1e-6)
-    off = DSGD(topology=build_topology("complete", n), num_nodes=n, final_merge=False)
+    off = dsgd(n, "complete")
     off.like = strat.like
     np.testing.assert_allclose(off.mix(build_topology("complete", n), x, 0),
                                np.tile(plain, (n, 1)), atol=1e-6)

@@ -21,12 +21,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.platform.arrays import State, from_record, to_record
-from flowerbed.platform.checkpoint import split_arrays
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.run.checkpoint import split_arrays
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 from flowerbed.strategies import registry
-from flowerbed.strategies.base import PlatformStrategy
+from flowerbed.strategies.contract import PlatformStrategy, Services
 
 torch.set_num_threads(1)
 
@@ -65,6 +65,9 @@ class ToyGossip(PlatformStrategy, Strategy):
 
     routes_through_server = True
     forget_failed = False  # the bug the check must catch
+
+    def __init__(self, params: Any, services: Services) -> None:
+        self.params, self.services = params, services
 
     def configure_train(self, *args: Any) -> list[Message]:
         return []

@@ -4,18 +4,17 @@ import numpy as np
 import pytest
 
 from flowerbed.clients.data import load_federation
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.participation import build_participation
-from flowerbed.strategies.base import ClientUpdate, Services
+from flowerbed.run.config import parse_run_config
+from flowerbed.simulation.participation_patterns import build_participation
+from flowerbed.strategies.base import ClientUpdate
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.fedau import FedAU
 from flowerbed.strategies.fedavg_known import FedAvgKnown
 
 
 def fedau(n: int, cutoff: int, server_lr: float = 1.0) -> FedAU:
-    s = FedAU(cutoff=cutoff, server_lr=server_lr)
-    s.services = Services(num_nodes=n, seed=0)
-    s.reset(n)
-    return s
+    return FedAU(FedAU.Params(fedau_cutoff=cutoff, server_lr=server_lr),
+                 Services(num_nodes=n, seed=0))
 
 
 def test_weights_on_a_participation_sequence_with_cutoff():
@@ -65,8 +64,9 @@ def test_server_update_is_scaled_by_all_clients():
 
 
 def test_fedavg_known_weights_by_true_probabilities():
-    s = FedAvgKnown()
-    s.services = Services(num_nodes=3, seed=0, true_probabilities=np.array([0.5, 0.25, 1.0]))
+    s = FedAvgKnown(FedAvgKnown.Params(fraction_train=1.0),
+                    Services(num_nodes=3, seed=0,
+                             true_probabilities=np.array([0.5, 0.25, 1.0])))
     x = {"w": np.zeros(1)}
     ups = [ClientUpdate(0, {"w": np.array([1.0])}, 1, {}),
            ClientUpdate(1, {"w": np.array([2.0])}, 1, {})]

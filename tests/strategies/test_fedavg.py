@@ -7,27 +7,34 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flowerbed.clients.data import load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, local_train
-from flowerbed.platform.arrays import module_state, to_record
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import ensure_task_identity
-from flowerbed.strategies.base import ClientUpdate, Services
+from flowerbed.core.arrays import module_state, to_record
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import ensure_task_identity
+from flowerbed.strategies.base import ClientUpdate
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.fedavg import FedAvg
 
 X = {"w": np.array([1.0, 2.0], np.float32)}
+
+
+def fedavg(num_nodes: int = 4, **params) -> FedAvg:
+    return FedAvg(FedAvg.Params(**params), Services(num_nodes=num_nodes, seed=0))
+
+
 UPDATES = [ClientUpdate(0, {"w": np.array([3.0, 2.0], np.float32)}, 1.0, {}),
            ClientUpdate(1, {"w": np.array([1.0, 6.0], np.float32)}, 3.0, {})]
 
 
 def test_weighted_mean_by_num_examples():
     # (1 * (3, 2) + 3 * (1, 6)) / 4 = (1.5, 5)
-    np.testing.assert_allclose(FedAvg().aggregate(1, X, UPDATES)["w"], [1.5, 5.0])
+    np.testing.assert_allclose(fedavg().aggregate(1, X, UPDATES)["w"], [1.5, 5.0])
 
 
 def test_server_learning_rate():
     # x + eta_g (avg - x) = (1, 2) + 0.5 * ((1.5, 5) - (1, 2)) = (1.25, 3.5)
-    np.testing.assert_allclose(FedAvg(server_lr=0.5).aggregate(1, X, UPDATES)["w"],
+    np.testing.assert_allclose(fedavg(server_lr=0.5).aggregate(1, X, UPDATES)["w"],
                                [1.25, 3.5])
-    np.testing.assert_allclose(FedAvg(server_lr=2.0).aggregate(1, X, UPDATES)["w"], [2.0, 8.0])
+    np.testing.assert_allclose(fedavg(server_lr=2.0).aggregate(1, X, UPDATES)["w"], [2.0, 8.0])
 
 
 class Grid:
@@ -37,11 +44,10 @@ class Grid:
 
 def test_replies_through_aggregate_train_skip_bad_updates():
     ensure_task_identity()
-    s = FedAvg(fraction_train=1.0, proximal_mu=0.3)
-    s.services = Services(num_nodes=4, seed=0)
+    s = fedavg(fraction_train=1.0)
     msgs = list(s.configure_train(1, to_record(X), ConfigRecord(), Grid()))
     assert [m.metadata.dst_node_id for m in msgs] == [0, 1, 2, 3]
-    assert msgs[0].content["config"]["proximal-mu"] == pytest.approx(0.3)
+    assert msgs[0].content["config"]["server-round"] == 1
 
     def reply(msg, w, n):
         return Message(RecordDict({"arrays": to_record({"w": np.array(w, np.float32)}),

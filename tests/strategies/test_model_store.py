@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 from flowerbed.strategies.model_store import GIB, ModelStore
 from tests.conftest import tiny
 

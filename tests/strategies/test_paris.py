@@ -7,10 +7,10 @@ from flwr.app import ArrayRecord, ConfigRecord
 
 from flowerbed.clients.data import load_federation
 from flowerbed.clients.models import build_model
-from flowerbed.platform.arrays import module_state, to_record
-from flowerbed.platform.config import ConfigError, parse_run_config
-from flowerbed.platform.runner import ensure_task_identity, run_experiment
-from flowerbed.strategies.base import Services
+from flowerbed.core.arrays import module_state, to_record
+from flowerbed.run.config import ConfigError, parse_run_config
+from flowerbed.run.runner import ensure_task_identity, run_experiment
+from flowerbed.strategies.contract import Services
 from flowerbed.strategies.paris import Paris, expert_groups
 from tests.conftest import tiny
 
@@ -95,12 +95,13 @@ class TwoNodeGrid:
 
 def paris(num_experts: int, num_nodes: int, routing="soft", k=2, classes=3, features=4):
     cfg = parse_run_config({"model": "logreg"})
-    s = Paris(np.arange(num_nodes) % num_experts, routing=routing, routing_k=k,
-              fraction_train=1.0)
-    s.services = Services(
-        num_nodes=num_nodes, seed=0, label_counts=np.ones((num_nodes, classes)),
-        build_model=lambda seed, out: build_model(cfg, (features,), out, seed))
-    return s
+    # expert-groups 'partition': client n trains expert n mod E
+    return Paris(Paris.Params(experts=num_experts, routing=routing, routing_k=k,
+                              fraction_train=1.0),
+                 Services(num_nodes=num_nodes, seed=0,
+                          label_counts=np.ones((num_nodes, classes)),
+                          build_model=lambda seed, out: build_model(cfg, (features,), out,
+                                                                    seed)))
 
 
 def test_isolated_clients_get_their_expert_and_group_label():

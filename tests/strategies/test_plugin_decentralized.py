@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 from tests.conftest import tiny
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from flowerbed.clients.quadratic import centers_and_points
-from flowerbed.platform.config import parse_run_config
-from flowerbed.platform.runner import run_experiment
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import run_experiment
 from flowerbed.strategies.teleportation import Teleportation
 from flowerbed.strategies.teleportation_tuned import tuning_set
 from tests.conftest import tiny

@@ -17,7 +17,7 @@ from benchmarks.workloads import config
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, batch_plan, client_rng
-from flowerbed.platform.config import RunConfig, parse_run_config
+from flowerbed.run.config import RunConfig, parse_run_config
 
 
 @functools.lru_cache(maxsize=2)

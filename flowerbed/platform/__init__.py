@@ -1,1 +1,0 @@
-"""How an experiment runs: config, ServerApp wiring, trackers, ledger, participation, engines."""

@@ -1,5 +1,0 @@
-"""Trackers: small callbacks with three hooks, one concern per file, heavy imports lazy."""
-
-from flowerbed.platform.trackers.base import RunInfo, Tracker, TrackerList
-
-__all__ = ["RunInfo", "Tracker", "TrackerList"]

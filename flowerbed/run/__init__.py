@@ -1,0 +1,1 @@
+"""One run: the run config, the runner and round loop, checkpoints, trackers, the apps."""

@@ -1,0 +1,102 @@
+"""The round lifecycle: what the platform does at every round boundary, for any strategy.
+
+A strategy's ``start()`` owns its loop (Flower's contract); the platform gets control once
+per round through Flower's ``evaluate_fn`` (after round 0, the initial model, and after every
+round). :class:`RoundLoop` is that callback, and its two steps are explicit:
+
+- :meth:`RoundLoop.end` closes round r: centralized evaluation, the round's participation,
+  fault and ledger figures, the strategy's extra metrics, the trackers, the checkpoint;
+- :meth:`RoundLoop.begin` opens round r + 1: the grid draws who is reachable and the
+  ledger starts the round's counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+
+from flowerbed.clients.data import FederatedData
+from flowerbed.clients.training import evaluate
+from flowerbed.core.arrays import State, from_record
+from flowerbed.run.checkpoint import Checkpointer
+from flowerbed.run.config import RunConfig
+from flowerbed.run.trackers import TrackerList
+from flowerbed.simulation.ledger import Ledger
+from flowerbed.simulation.virtual_grid import VirtualGrid
+from flowerbed.strategies.contract import PlatformStrategy
+
+log = logging.getLogger(__name__)
+
+FAULT_COUNTS = ("failed", "dropped", "late", "corrupt")
+
+
+@dataclass
+class RoundLoop:
+    """Flower's ``evaluate_fn`` of a run: ``end(r)`` then ``begin(r + 1)`` at each boundary."""
+
+    cfg: RunConfig
+    data: FederatedData
+    model: torch.nn.Module
+    grid: VirtualGrid
+    ledger: Ledger
+    strategy: Any
+    trackers: TrackerList
+    records: list[dict[str, Any]] = field(default_factory=list)
+    final_state: State | None = None
+    t_start: float = field(default_factory=time.time)
+    checkpointer: Checkpointer | None = None
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        out = self.end(server_round, arrays)
+        self.begin(server_round + 1)
+        return out
+
+    def begin(self, server_round: int) -> None:
+        """Open ``server_round``: who is reachable, and the ledger's new round (once: the
+        run opens its first round before ``start()``, and round 0 ends just before it)."""
+        if self.grid.server_round != server_round:
+            self.grid.begin_round(server_round)
+
+    def end(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Close ``server_round``: evaluate, record, track, checkpoint."""
+        state = from_record(arrays)
+        if isinstance(self.strategy, PlatformStrategy):
+            state = self.strategy.evaluation_state(state)
+        self.final_state = state
+        rec: dict[str, Any] = {"round": server_round, "wall_time": time.time(),
+                               "elapsed_s": time.time() - self.t_start}
+        last = server_round == self.cfg.num_server_rounds
+        out = None
+        if server_round == 0 or last or server_round % self.cfg.eval_every == 0:
+            m = evaluate(self.model, state, self.data.test_x, self.data.test_y)
+            rec["test_accuracy"], rec["test_loss"] = m["accuracy"], m["loss"]
+            out = MetricRecord({"test_accuracy": m["accuracy"], "test_loss": m["loss"]})
+        stats = self.grid.round_stats(server_round)
+        rec["participants"] = stats.participants
+        rec["failures"] = stats.failures
+        rec.update({k: getattr(stats, k) for k in FAULT_COUNTS})
+        rec["faults_injected"] = stats.injected
+        if stats.failure_reasons:
+            log.warning("round %d: %d unusable replies (%s)", server_round,
+                        sum(stats.failure_reasons.values()),
+                        ", ".join(f"{k}: {v}" for k, v in stats.failure_reasons.items()))
+        rec["train_loss"] = stats.train_loss
+        rec.update({f"round_{k}": v for k, v in self.ledger.round_summary(server_round).items()})
+        rec.update(self.ledger.cumulative())
+        if isinstance(self.strategy, PlatformStrategy):
+            rec.update(self.strategy.round_metrics(server_round))
+        self.records.append(rec)
+        self.trackers.after_round(rec)
+        if self.checkpointer and self.checkpointer.due(server_round, self.cfg.num_server_rounds):
+            # the participation state is that of the round boundary (before begin)
+            self.checkpointer.save(server_round, from_record(arrays), self.strategy,
+                                   self.grid.participation, self.ledger, self.records)
+        return out
+
+
+__all__ = ["FAULT_COUNTS", "RoundLoop"]

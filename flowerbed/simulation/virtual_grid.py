@@ -1,0 +1,226 @@
+"""A Flower ``Grid`` whose nodes are the virtual clients.
+
+Strategies stay plain Flower strategies: they see one node id per virtual client (the
+client's partition id), build one message per client, and get one reply per client. Here
+the messages of a round are recorded in the communication ledger (what a real deployment
+would send: one model per client per direction), handed to a transport that packs them
+per worker, and the replies are split back into per-client reply messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from flowerbed.clients.injected import CORRUPT, FAIL
+from flowerbed.core.arrays import from_record, record_nbytes
+from flowerbed.core.records import all_of, first
+from flowerbed.core.validation import check_reply_arrays
+from flowerbed.core.wire import reply_error, round_and_attempt, with_directive
+from flowerbed.simulation.faults import Fault, FaultPlan
+from flowerbed.simulation.ledger import SERVER, Ledger
+from flowerbed.simulation.participation import Participation
+from flowerbed.simulation.transport import Transport
+
+log = logging.getLogger(__name__)
+
+ERROR_CLIENT_FAILED = 1
+ERROR_NO_REPLY = 2
+ERROR_LATE = 3
+ERROR_CORRUPT = 4
+
+
+def payload_nbytes(content: RecordDict) -> int:
+    return sum(record_nbytes(r) for r in all_of(content, ArrayRecord))
+
+
+@dataclass
+class RoundStats:
+    """What the grid saw in one round (read by the round hook for metrics)."""
+
+    participants: int = 0
+    failures: int = 0
+    loss_sum: float = 0.0
+    loss_weight: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    # training replies not used, by cause (they add up to ``failures``)
+    failed: int = 0  # the client raised
+    dropped: int = 0  # no reply
+    late: int = 0  # the reply arrived after the round's timeout
+    corrupt: int = 0  # non-finite or wrongly shaped arrays
+    injected: int = 0  # faults the fault plan injected into this round's training messages
+
+    def count(self, cause: str, reason: str, train: bool) -> None:
+        """One unusable reply; counted for training, logged (once per round) for both."""
+        if train:
+            self.failures += 1
+            setattr(self, cause, getattr(self, cause) + 1)
+        self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
+
+    @property
+    def train_loss(self) -> float | None:
+        return self.loss_sum / self.loss_weight if self.loss_weight else None
+
+
+class VirtualGrid(Grid):
+    """What a strategy gets back for a message that produced no usable reply is an
+    error reply (``msg.has_error()``), with code ERROR_CLIENT_FAILED (the client raised),
+    ERROR_NO_REPLY (dropped out), ERROR_LATE (answered after ``round_timeout``) or
+    ERROR_CORRUPT (non-finite arrays, or an array sent as shape s that came back with
+    another shape). The faulty content itself never reaches the strategy, so a strategy
+    that keeps state per node simply keeps that node's last good state.
+    """
+
+    def __init__(self, transport: Transport, num_nodes: int, ledger: Ledger,
+                 participation: Participation, run: Run | None = None,
+                 count_server_traffic: bool = True, faults: FaultPlan | None = None,
+                 round_timeout: float = float("inf")) -> None:
+        self.transport = transport
+        self.faults = faults or FaultPlan(0)
+        self.round_timeout = round_timeout
+        # False for decentralized strategies: their server traffic is simulation plumbing;
+        # they record the peer-to-peer messages a real deployment would send instead.
+        self.count_server_traffic = count_server_traffic
+        self.num_nodes = num_nodes
+        self.ledger = ledger
+        self.participation = participation
+        self._run = run or Run.create_empty(run_id=0)
+        self.server_round = 0
+        self._available = np.arange(num_nodes)
+        self.stats: dict[int, RoundStats] = {}
+        self._pending: dict[str, Message] = {}
+
+    # --- round bookkeeping (driven by the platform's round hook)
+    def begin_round(self, server_round: int) -> None:
+        self.server_round = server_round
+        self.ledger.begin_round(server_round)
+        self._available = self.participation.available(server_round)
+
+    def round_stats(self, server_round: int) -> RoundStats:
+        return self.stats.setdefault(server_round, RoundStats())
+
+    # --- Grid API
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type,
+                       group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The virtual clients reachable this round (participation decides)."""
+        return self._available.tolist()  # Python ints, built in C
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            mid = f"v{len(self._pending)}-{time.monotonic_ns()}"
+            self._pending[mid] = msg
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        msgs = [self._pending.pop(m) for m in message_ids if m in self._pending]
+        return self.send_and_receive(msgs)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        if not messages:
+            return []
+        by_type: dict[str, list[Message]] = {}
+        for msg in messages:
+            dst = msg.metadata.dst_node_id
+            if not 0 <= dst < self.num_nodes:
+                raise ValueError(
+                    f"message to unknown node {dst} (nodes are 0..{self.num_nodes - 1})")
+            if self.count_server_traffic:
+                self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
+            by_type.setdefault(msg.metadata.message_type, []).append(msg)
+        replies: list[Message] = []
+        stats = self.round_stats(self.server_round)
+        for mtype, msgs in by_type.items():
+            kind = "train" if mtype == MessageType.TRAIN else "evaluate"
+            train = kind == "train"
+            delivered, late = [], set()
+            for msg in msgs:
+                fault = (self.faults.fault(*round_and_attempt(msg.content),
+                                           msg.metadata.dst_node_id)
+                         if self.faults.active else None)
+                stats.injected += train and fault is not None
+                if fault is Fault.DROPPED:  # the node is gone: the message gets no reply
+                    reason = "no reply before the round's timeout"
+                    replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
+                    stats.count("dropped", reason, train)
+                    continue
+                if fault is Fault.LATE:
+                    late.add(len(delivered))
+                content = (with_directive(msg.content, FAIL) if fault is Fault.FAILED
+                           else with_directive(msg.content, CORRUPT)
+                           if fault is Fault.CORRUPT else msg.content)
+                delivered.append((msg, content))
+            shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
+            out = self.transport.run(
+                kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
+            for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
+                vid = msg.metadata.dst_node_id
+                if content is None:
+                    reason = "no reply before the round's timeout"
+                    replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
+                    stats.count("dropped", reason, train)
+                    continue
+                reason = reply_error(content)
+                if reason is not None:
+                    replies.append(Message(Error(ERROR_CLIENT_FAILED, reason), reply_to=msg))
+                    stats.count("failed", reason.split(":")[0], train)
+                    continue
+                if pos in late:  # it answered, but after the round's deadline
+                    reason = "reply after the round's timeout (discarded)"
+                    replies.append(Message(Error(ERROR_LATE, reason), reply_to=msg))
+                    stats.count("late", reason, train)
+                    continue
+                reason = self._corrupt(msg.content, content, shapes)
+                if reason is not None:
+                    replies.append(Message(Error(ERROR_CORRUPT, reason), reply_to=msg))
+                    stats.count("corrupt", reason.split(":")[0], train)
+                    continue
+                if self.count_server_traffic:
+                    self.ledger.record(vid, SERVER, payload_nbytes(content))
+                replies.append(Message(content, reply_to=msg))
+                if kind == "train":
+                    stats.participants += 1
+                    m = first(content, MetricRecord)
+                    if m is not None and "train_loss" in m:
+                        w = float(m.get("num-examples", 1.0))
+                        stats.loss_sum += float(m["train_loss"]) * w
+                        stats.loss_weight += w
+        return replies
+
+    @staticmethod
+    def _corrupt(sent: RecordDict, reply: RecordDict,
+                 shapes: dict[int, dict[str, tuple[int, ...]] | None]) -> str | None:
+        """Why the reply's arrays are unusable (see :func:`check_reply_arrays`), or None.
+
+        ``shapes`` caches the sent arrays' shapes per sent record (a broadcast model is
+        one record shared by all of a round's messages).
+        """
+        got = first(reply, ArrayRecord)
+        if got is None:
+            return None
+        if id(sent) not in shapes:
+            ref = first(sent, ArrayRecord)
+            shapes[id(sent)] = ({k: tuple(a.shape) for k, a in ref.items()}
+                                if ref is not None else None)
+        return check_reply_arrays(shapes[id(sent)], from_record(got, copy=False))

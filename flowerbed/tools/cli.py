@@ -1,0 +1,285 @@
+"""``flowerbed``: the command line around ``flwr run``.
+
+``flowerbed run`` validates the run config before anything starts (exit 2 with the key,
+value and what is allowed), starts its own local SuperLink with runtime dependency
+installation off, streams ``flwr run . --stream``, checks the run's final status (``flwr
+run`` itself exits 0 even when the ServerApp fails) and stops the SuperLink it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from flowerbed.core.errors import ConfigError
+from flowerbed.run.config import (
+    RunConfig,
+    describe,
+    parse_run_config,
+    pyproject_section,
+    strategy_keys,
+)
+
+
+def app_config(app_dir: Path) -> dict[str, Any]:
+    """``[tool.flwr.app.config]`` of the app's pyproject.toml."""
+    data = tomllib.loads((app_dir / "pyproject.toml").read_text())
+    return dict(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def overrides(run_config: list[str] | None) -> dict[str, Any]:
+    """The ``-c`` arguments, in order (later wins): run-config files (``*.toml``) and
+    ``'key=value ...'`` pairs with TOML values, as for ``flwr run --run-config``."""
+    from flwr.common.config import parse_config_args
+
+    out: dict[str, Any] = {}
+    for arg in run_config or []:
+        if arg.endswith(".toml"):
+            try:
+                out.update(tomllib.loads(Path(arg).expanduser().read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as err:
+                raise ConfigError("--run-config", arg, f"cannot read this run-config file "
+                                  f"({err})") from None
+            continue
+        try:
+            out.update(parse_config_args([arg]))
+        except Exception as err:  # flwr raises ValueError/ClickException on bad syntax
+            raise ConfigError("--run-config", arg,
+                              f"must be 'key=value' pairs with TOML values ({err})") from None
+    return out
+
+
+def resolve_config(app_dir: Path, run_config: list[str] | None) -> RunConfig:
+    raw = app_config(app_dir)
+    raw.update(overrides(run_config))
+    return parse_run_config(raw)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Build the data and the model once here, so that mistakes only visible then (a CNN
+    on tabular data, clients left without examples) fail before Flower starts."""
+    import numpy as np
+    import torch
+
+    from flowerbed.clients.data import load_federation
+    from flowerbed.clients.models import build_model
+
+    data = load_federation(cfg)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.asarray(data.test_x[:2], np.float32)))
+    except RuntimeError as err:
+        raise ConfigError("model", cfg.model, f"does not fit the data of shape "
+                          f"{data.input_shape}: {err}") from None
+    if tuple(out.shape) != (min(2, len(data.test_y)), data.num_classes):
+        raise ConfigError("model", cfg.model, f"outputs {tuple(out.shape[1:])} per example, "
+                          f"the data has {data.num_classes} classes")
+
+
+def _fail(err: Exception, code: int = 2) -> int:
+    print(f"flowerbed: error: {err}", file=sys.stderr)
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = resolve_config(Path(args.app).resolve(), args.run_config)
+        preflight(cfg)
+    except ConfigError as err:
+        return _fail(err)
+    print(f"run config OK: strategy={cfg.strategy} dataset={cfg.dataset} "
+          f"clients={cfg.num_clients} rounds={cfg.num_server_rounds} engine={cfg.engine}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.pyproject:
+        print(pyproject_section(), end="")
+        return 0
+    if args.strategy:
+        try:
+            keys = strategy_keys(args.strategy)
+        except ConfigError as err:
+            return _fail(err)
+        print(f"parameters of strategy {args.strategy} (set them like any key; through "
+              "plain flwr run, a plug-in's own ones go into strategy-params):\n")
+        print(describe(keys))
+        return 0
+    print(describe())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    app_dir = Path(args.app).resolve()
+    try:
+        cfg = resolve_config(app_dir, args.run_config)
+        preflight(cfg)
+    except ConfigError as err:
+        return _fail(err)
+    out_dir = Path(cfg.output_dir).expanduser()
+    if not out_dir.is_absolute():
+        out_dir = app_dir / out_dir
+    values = {**cfg.for_flower(), "output-dir": str(out_dir)}
+    return flwr_run(app_dir, values, args.federation_config, out_dir)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a run from its folder's last checkpoint, with the config it was started with."""
+    from flowerbed.run import checkpoint
+
+    run_dir = Path(args.run_dir).resolve()
+    try:
+        raw = dict(checkpoint.load(run_dir)["config"])
+        raw["resume-from"] = str(run_dir)
+        if args.num_server_rounds:
+            raw["num-server-rounds"] = args.num_server_rounds
+        cfg = parse_run_config(raw)
+    except ConfigError as err:
+        return _fail(err)
+    if args.in_process:
+        from flowerbed.run.logging_setup import setup_logging
+        from flowerbed.run.runner import run_experiment
+
+        setup_logging()
+        result = run_experiment(cfg)
+        print(f"flowerbed: resumed run completed; outputs in {result.run_dir}")
+        return 0
+    return flwr_run(Path(args.app).resolve(), cfg.for_flower(), args.federation_config,
+                    run_dir)
+
+
+def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str] | None,
+             out_dir: Path) -> int:
+    """``flwr run --stream`` on a private local SuperLink; non-zero unless it completed."""
+    from flowerbed.tools.superlink import LocalSuperLink
+
+    fed = federation_config or [
+        f"num-supernodes={os.cpu_count() or 2} client-resources-num-cpus=1"]
+    flwr_home = Path(os.environ.get("FLWR_HOME") or app_dir / ".flwr")
+    with LocalSuperLink(flwr_home, cwd=app_dir) as link:
+        outcome = link.run_app(app_dir, values, fed, echo=sys.stdout)
+    if outcome.run_id is None:
+        return _fail(RuntimeError("flwr run did not start the run"), 1)
+    if not outcome.completed:
+        return _fail(RuntimeError(f"run {outcome.run_id} ended with status {outcome.status} "
+                                  f"{outcome.details}"), 1)
+    print(f"flowerbed: run {outcome.run_id} completed; outputs under {out_dir}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from flowerbed.tools.sweep import FlowerRunner, SweepError, load_sweep, run_sweep
+
+    try:
+        sweep = load_sweep(args.file, args.output)
+        if args.engine:
+            sweep.engine = args.engine
+        if sweep.engine == "flower":
+            app = Path(args.app).resolve()
+            with FlowerRunner(app, Path(os.environ.get("FLWR_HOME") or app / ".flwr")) as fr:
+                results = run_sweep(sweep, fr)
+        else:
+            results = run_sweep(sweep)
+    except (SweepError, ConfigError) as err:
+        return _fail(err)
+    print(f"flowerbed: sweep {sweep.name}: results in {results}")
+    finished = len(results.read_text().splitlines())
+    if finished < len(sweep.runs()):
+        return _fail(RuntimeError(f"{len(sweep.runs()) - finished} of {len(sweep.runs())} runs "
+                                  "did not complete (see the log); rerun to retry them"), 1)
+    if args.report:
+        from flowerbed.tools.report import write_report
+
+        print(f"flowerbed: report {write_report(sweep.folder)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flowerbed.tools.report import write_report
+
+    try:
+        path = write_report(Path(args.sweep_dir), args.out)
+    except FileNotFoundError as err:
+        return _fail(err)
+    print(f"flowerbed: report {path}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from flowerbed.tools.experiments import run_named_experiment
+    from flowerbed.tools.sweep import SweepError
+
+    try:
+        path = run_named_experiment(args.name, Path(args.experiments))
+    except (SweepError, ConfigError, FileNotFoundError) as err:
+        return _fail(err)
+    print(f"flowerbed: report {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowerbed", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("app", nargs="?", default=".", help="the Flower app folder")
+        sp.add_argument("-c", "--run-config", action="append",
+                        help="a run-config file (*.toml) or 'key=value ...' overrides, as "
+                        "for flwr run; repeat it to combine (later wins)")
+
+    r = sub.add_parser("run", help="validate, then flwr run --stream on a private SuperLink")
+    with_config(r)
+    r.add_argument("--federation-config", action="append",
+                   help="e.g. 'num-supernodes=4' (default: one per CPU core)")
+    r.set_defaults(func=cmd_run)
+    rs = sub.add_parser("resume", help="continue a run from its folder's last checkpoint")
+    rs.add_argument("run_dir", help="the run folder (holds checkpoint.npz)")
+    rs.add_argument("app", nargs="?", default=".", help="the Flower app folder")
+    rs.add_argument("--num-server-rounds", type=int, default=0,
+                    help="extend the run to this many rounds (default: as configured)")
+    rs.add_argument("--in-process", action="store_true",
+                    help="run the rest in this process, without Flower (engine inprocess)")
+    rs.add_argument("--federation-config", action="append",
+                    help="as for run (flwr path only)")
+    rs.set_defaults(func=cmd_resume)
+    c = sub.add_parser("check", help="validate the run config and exit")
+    with_config(c)
+    c.set_defaults(func=cmd_check)
+    k = sub.add_parser("keys", help="print every run-config key with its default")
+    k.add_argument("--strategy", help="only the parameters of this strategy (a registry "
+                   "name or 'pkg.mod:Class'), plug-ins included")
+    k.add_argument("--pyproject", action="store_true",
+                   help="print the [tool.flwr.app.config] section pyproject.toml must hold")
+    k.set_defaults(func=cmd_keys)
+    sw = sub.add_parser("sweep", help="run a grid of configs x seeds from a TOML file "
+                        "(resumes: finished runs are skipped)")
+    sw.add_argument("file", help="the sweep TOML file")
+    sw.add_argument("--output", help="sweep folder (default: the file's 'output')")
+    sw.add_argument("--engine", choices=["inprocess", "flower"], help="override the engine")
+    sw.add_argument("--app", default=".", help="the Flower app folder (engine 'flower')")
+    sw.add_argument("--report", action="store_true", help="write the report afterwards")
+    sw.set_defaults(func=cmd_sweep)
+    rp = sub.add_parser("report", help="Markdown table and plots of a sweep folder")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--out", help="report folder (default: the sweep's report-dir)")
+    rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("experiment", help="run experiments/<name>.toml and write its report "
+                        "into experiments/results/<name>/")
+    ex.add_argument("name")
+    ex.add_argument("--experiments", default="experiments", help="the experiments folder")
+    ex.set_defaults(func=cmd_experiment)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""A local simulation SuperLink that we start and stop ourselves, by PID.
+
+``flwr run`` against the magic local connection starts a ``flower-superlink`` daemon on a
+fixed port and leaves it running, with whatever settings the first run had (FLOWER-NOTES
+1 and 4). flowerbed instead starts its own on free ports with runtime dependency
+installation off (the venv's packages are used: no CUDA torch downloads), points
+``flwr`` at it through ``FLWR_LOCAL_*_PORT`` and a private ``FLWR_HOME``, and stops its
+whole process group at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from flowerbed.core.params import toml_value
+
+log = logging.getLogger(__name__)
+
+
+BIN_DIR = str(Path(sys.executable).parent)  # the venv's bin: flwr, flower-superlink, ...
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_run_config(values: Mapping[str, Any], path: Path) -> Path:
+    """``values`` as a flat TOML file, what ``flwr run --run-config <file>.toml`` reads.
+
+    A file rather than ``key=value`` pairs: Flower's pair parser takes a quoted value up to
+    the next quote of its kind, so strings holding quotes, backslashes or newlines would
+    not survive; a TOML file carries any string.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()))
+    return path
+
+
+@dataclass
+class RunOutcome:
+    """How a ``flwr run`` ended: its id (None if it never started), status, output."""
+
+    run_id: int | None
+    status: str
+    details: str
+    output: str
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "finished:completed"
+
+
+class LocalSuperLink:
+    """``with LocalSuperLink(flwr_home) as link: link.flwr("run", ".", ...)``."""
+
+    def __init__(self, flwr_home: str | Path, cwd: str | Path | None = None,
+                 startup_timeout: float = 60.0) -> None:
+        self.flwr_home = Path(flwr_home).resolve()
+        self.cwd = Path(cwd or os.getcwd()).resolve()
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http_port = free_port()
+        self.control_port = free_port()
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = os.environ.copy()
+        # the SuperLink spawns flower-superexec & co. by name: the venv's must come first
+        env["PATH"] = BIN_DIR + os.pathsep + env.get("PATH", "")
+        env.update({
+            "FLWR_HOME": str(self.flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+        })
+        return env
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health",
+                                        timeout=0.5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def start(self) -> LocalSuperLink:
+        run_dir = self.flwr_home / "local-superlink"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [str(Path(BIN_DIR) / "flower-superlink"), "--insecure", "--simulation",
+               "--isolation", "subprocess",
+               "--disable-runtime-dependency-installation",
+               "--control-api-address", f"127.0.0.1:{self.control_port}",
+               "--host", "127.0.0.1", "--port", str(self.http_port),
+               "--database", str(run_dir / "state.db"),
+               "--log-file", str(run_dir / "superlink.log")]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flower-superlink exited with code {self.proc.returncode};"
+                                   f" see {run_dir / 'superlink.log'}")
+            if self.healthy():
+                log.info("local SuperLink pid %d on port %d", self.proc.pid, self.http_port)
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"flower-superlink did not start within {self.startup_timeout} s")
+
+    def stop(self) -> None:
+        """Stop the SuperLink and everything it spawned (its own process group)."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # the leader is gone; make sure no child of the group survives it
+            time.sleep(0.5)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        self.proc = None
+
+    def flwr(self, *args: str, capture: bool = False, timeout: float | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        """Run a ``flwr`` command against this SuperLink."""
+        return subprocess.run([str(Path(BIN_DIR) / "flwr"), *args], env=self.env, cwd=self.cwd,
+                              text=True,
+                              capture_output=capture, timeout=timeout, check=False)
+
+    def run_app(self, app_dir: Path, values: Mapping[str, Any],
+                federation_config: Sequence[str] = (), echo: TextIO | None = None,
+                timeout: float = 3600.0) -> RunOutcome:
+        """``flwr run <app_dir> --stream`` with ``values`` as its run config; waits for the
+        run to finish (``flwr run`` returns early, and exits 0 even when the run failed)."""
+        cfg_file = write_run_config(values, self.flwr_home / "run-configs"
+                                    / f"{uuid.uuid4().hex}.toml")
+        cmd = [str(Path(BIN_DIR) / "flwr"), "run", str(app_dir), "--stream",
+               "--run-config", str(cfg_file)]
+        for fc in federation_config:
+            cmd += ["--federation-config", fc]
+        try:
+            proc = subprocess.Popen(cmd, env=self.env, cwd=app_dir, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if echo is not None:
+                    echo.write(line)
+                    echo.flush()
+            code = proc.wait()
+        finally:
+            cfg_file.unlink(missing_ok=True)
+        output = "".join(lines)
+        found = re.search(r"Successfully started run (\d+)", output)
+        if code != 0 or found is None:
+            return RunOutcome(None, "not started", f"flwr run exited with {code}", output)
+        run_id = int(found.group(1))
+        status, details = self.wait_finished(run_id, timeout)
+        return RunOutcome(run_id, status, details, output)
+
+    def run_status(self, run_id: int) -> tuple[str, str]:
+        """(status, details) of a run, e.g. ('finished:completed', '')."""
+        out = self.flwr("ls", "--run-id", str(run_id), "--format", "json", capture=True)
+        try:
+            runs = json.loads(out.stdout)["runs"]
+        except (ValueError, KeyError) as err:
+            raise RuntimeError(f"cannot read run status: {out.stdout}{out.stderr}") from err
+        run = runs[0]
+        return str(run.get("status")), str(run.get("status-details", ""))
+
+    def wait_finished(self, run_id: int, timeout: float = 3600.0) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, details = self.run_status(run_id)
+            if status.startswith("finished") or time.monotonic() > deadline:
+                return status, details
+            time.sleep(1.0)
+
+    def __enter__(self) -> LocalSuperLink:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

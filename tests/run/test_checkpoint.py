@@ -1,0 +1,163 @@
+"""Checkpoints and resume: atomic, pickle-free; a SIGKILLed run resumes to the same metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowerbed.run import checkpoint
+from flowerbed.run.config import ConfigError, parse_run_config
+from flowerbed.run.runner import run_experiment
+from flowerbed.run.trackers.base import Tracker
+from flowerbed.tools.cli import main as cli_main
+
+torch.set_num_threads(1)
+
+VOLATILE = ("wall_time", "elapsed_s")  # the only fields allowed to differ after a resume
+
+
+def config(out: Path, name: str, **over) -> dict:
+    return {"engine": "inprocess", "num-clients": 20, "fraction-train": 0.5,
+            "local-epochs": 1, "num-server-rounds": 12, "checkpoint-every": 2,
+            "failure-rate": 0.2, "corrupt-rate": 0.1, "min-replies": 7, "on-too-few": "retry",
+            "wandb": False, "progress": False, "output-dir": str(out), "run-name": name,
+            **over}
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(ln).items() if k not in VOLATILE} for ln in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    out = tmp_path_factory.mktemp("ref")
+    return run_experiment(parse_run_config(config(out, "ref")))
+
+
+def test_save_load_roundtrip_without_pickle(tmp_path):
+    rng = np.random.default_rng(5)
+    doc = {"round": 3, "pcg": rng.bit_generator.state,  # 128-bit integers
+           "models": [{"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+                      {"w": np.ones(2, np.float64)}],
+           "nested": {"ints": np.array([1, 2], np.int64), "none": None, "f": 0.5}}
+    checkpoint.save(tmp_path, doc)
+    back = checkpoint.load(tmp_path)
+    assert back["round"] == 3 and back["nested"]["none"] is None
+    assert back["pcg"] == rng.bit_generator.state
+    np.testing.assert_array_equal(back["models"][0]["w"], doc["models"][0]["w"])
+    assert back["models"][1]["w"].dtype == np.float64
+    with np.load(tmp_path / checkpoint.CHECKPOINT_FILE, allow_pickle=False) as npz:
+        assert all(npz[k].dtype != object for k in npz.files)
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT_FILE]
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    checkpoint.save(tmp_path, {"round": 1})
+    with pytest.raises(TypeError):
+        checkpoint.save(tmp_path, {"round": 2, "bad": object()})
+    assert checkpoint.load(tmp_path)["round"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT_FILE]
+
+
+def test_resume_refuses_missing_checkpoints_and_changed_configs(tmp_path, reference):
+    with pytest.raises(ConfigError) as err:
+        run_experiment(parse_run_config(config(tmp_path, "x", **{"resume-from": str(tmp_path)})))
+    assert err.value.key == "resume-from" and "no checkpoint" in str(err.value)
+    changed = config(tmp_path, "ref", lr=0.05, **{"resume-from": str(reference.run_dir),
+                                                  "output-dir": str(reference.run_dir.parent)})
+    with pytest.raises(ConfigError) as err:
+        run_experiment(parse_run_config(changed))
+    assert err.value.key == "resume-from" and "lr" in str(err.value)
+
+
+class Crash(Tracker):
+    """Dies after a given round, like a process killed between two rounds."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def after_round(self, record: dict) -> None:
+        if record["round"] == self.after:
+            raise KeyboardInterrupt  # a BaseException: the tracker list does not swallow it
+
+
+def test_in_process_interrupt_and_resume_matches_uninterrupted(tmp_path, reference):
+    cfg = parse_run_config(config(tmp_path, "crash"))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, extra_trackers=[Crash(after=7)])
+    run_dir = tmp_path / "crash"
+    assert checkpoint.load(run_dir)["round"] == 6  # every 2 rounds; round 7 was lost
+    assert cli_main(["resume", str(run_dir), "--in-process"]) == 0
+    assert metrics(run_dir) == metrics(reference.run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["totals"] == reference.summary["totals"]
+    assert summary["status"] == "completed"
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
+    cfg = config(tmp_path, "killed")
+    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
+              "from flowerbed.run.config import parse_run_config\n"
+              "from flowerbed.run.runner import run_experiment\n"
+              "run_experiment(parse_run_config(json.loads(sys.argv[1])))\n")
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run_dir / checkpoint.CHECKPOINT_FILE).exists() and \
+                    checkpoint.load(run_dir)["round"] >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = checkpoint.load(run_dir)["round"]
+    assert 4 <= done < 12 and not (run_dir / "summary.json").exists()
+    assert cli_main(["resume", str(run_dir), "--in-process"]) == 0
+    assert metrics(run_dir) == metrics(reference.run_dir)
+    assert [r["round"] for r in metrics(run_dir)] == list(range(13))
+
+
+@pytest.mark.slow
+def test_resume_through_flwr_run_matches_uninterrupted(tmp_path, reference):
+    """Interrupted in this process, resumed by `flowerbed resume` on Flower's Ray backend
+    (FlowerTransport, packed messages): same metrics as the uninterrupted in-process run,
+    to the float tolerance the execution paths promise."""
+    cfg = parse_run_config(config(tmp_path, "via-flwr", engine="flower"))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, extra_trackers=[Crash(after=11)])
+    run_dir = tmp_path / "via-flwr"
+    assert checkpoint.load(run_dir)["round"] == 10
+    app = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "flowerbed"), "resume", str(run_dir), str(app),
+         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
+        env={**os.environ, "FLWR_HOME": str(tmp_path / "home")}, cwd=app, text=True,
+        capture_output=True, timeout=400, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got, want = metrics(run_dir), metrics(reference.run_dir)
+    assert [r["round"] for r in got] == list(range(13))
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for k in w:
+            if isinstance(w[k], float):
+                assert g[k] == pytest.approx(w[k], abs=1e-5), (g["round"], k)
+            else:
+                assert g[k] == w[k], (g["round"], k)

@@ -1,0 +1,85 @@
+"""The CLI validates before Flower starts and turns a failed run into a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowerbed.tools.superlink import LocalSuperLink
+from tests.conftest import ROOT
+
+
+def flowerbed(*args: str, env: dict[str, str] | None = None, timeout: float = 600
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flowerbed.tools.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, env=env, timeout=timeout, check=False)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            env = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd or text in env:
+            found.append(f"{proc.name}: {cmd[:120]}")
+    return found
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("lr=-1", "lr = -1.0 is invalid: must be > 0"),
+    ("num-server-round=3", "did you mean 'num-server-rounds'"),
+    ("strategy='fedsgd'", "fedavg, fedavg-known"),
+    ("dataset='synthetic' model='cnn' partitioner='iid'", "needs (C, H, W) images"),
+])
+def test_bad_config_exits_2_before_flower_starts(override: str, expected: str) -> None:
+    out = flowerbed("check", "-c", override)
+    assert out.returncode == 2
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_flowerbed_run_end_to_end_on_ray(tmp_path: Path) -> None:
+    """The real `flwr run .` on the Ray backend, its own FLWR_HOME and SuperLink."""
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}
+    cfg_file = tmp_path / "small.toml"  # a run-config file, as in experiments/strategies/
+    cfg_file.write_text("num-clients = 10\nnum-server-rounds = 2\nfraction-train = 1.0\n"
+                        "wandb = false\nlocal-epochs = 2\nrun-name = 'e2e'\n"
+                        f"output-dir = '{tmp_path}/out'\n")
+    out = flowerbed("run", "-c", str(cfg_file), env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_dir = tmp_path / "out" / "e2e"
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in lines] == [0, 1, 2]
+    assert lines[-1]["test_accuracy"] > lines[0]["test_accuracy"] + 0.2
+    assert lines[-1]["participants"] == 10
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert (run_dir / "curves.png").exists()
+    assert "round   2/2" in out.stdout + out.stderr  # progress lines reach the user
+    assert not processes_mentioning(str(tmp_path / "flwr-home"))  # SuperLink stopped
+
+
+@pytest.mark.slow
+def test_raw_flwr_run_failure_is_reported_as_failed(tmp_path: Path) -> None:
+    """`flwr run` exits 0 when the ServerApp fails; the run status says failed, with the
+    config error visible in the stream."""
+    with LocalSuperLink(tmp_path / "flwr-home", cwd=ROOT) as link:
+        out = link.flwr("run", ".", "--stream", "--run-config", "lr=-1", capture=True,
+                        timeout=300)
+        assert out.returncode == 0  # Flower's behaviour (FLOWER-NOTES 3)
+        assert "lr = -1.0 is invalid" in out.stdout + out.stderr
+        run_id = int(next(w for line in out.stdout.splitlines() if "started run" in line
+                          for w in line.split() if w.isdigit()))
+        status, _ = link.wait_finished(run_id, timeout=120)
+        assert status == "finished:failed"
+    assert not processes_mentioning(str(tmp_path / "flwr-home"))

@@ -1,0 +1,63 @@
+"""`flowerbed run` and `resume` fail loudly: non-zero exit, the reason visible."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowerbed.tools.cli import main
+from flowerbed.tools.superlink import write_run_config
+
+APP = Path(__file__).resolve().parents[2]
+FLOWERBED = Path(sys.executable).parent / "flowerbed"
+
+
+def test_a_bad_value_exits_2_before_flower_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    assert main(["run", str(APP), "-c", "lr=-0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "lr = -0.1" in err and "must be > 0" in err
+    assert not (tmp_path / "home").exists()  # no SuperLink was started
+
+
+def test_a_bad_combination_names_its_key(capsys):
+    assert main(["check", str(APP), "-c", "failure-rate=0.6 dropout-rate=0.6"]) == 2
+    assert "dropout-rate" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_exits_2(tmp_path, capsys):
+    assert main(["resume", str(tmp_path), "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "resume-from" in err and "no checkpoint" in err
+
+
+def test_run_config_files_round_trip_through_flowers_parser(tmp_path):
+    """What flowerbed hands `flwr run` is a TOML file, so any string survives."""
+    from flwr.common.config import parse_config_args
+
+    values = {"a": 'x "quoted" \\ path', "b": True, "c": 3, "d": 0.1, "e": "",
+              "f": "it's", "g": "/tmp/out dir", "h": "both ' and \" and\na newline\ttab",
+              "i": 1e-05, "j": "ünïcode"}
+    path = write_run_config(values, tmp_path / "cfg.toml")
+    assert dict(parse_config_args([str(path)])) == values
+
+
+@pytest.mark.slow
+def test_a_serverapp_failure_makes_flowerbed_run_exit_non_zero(tmp_path):
+    """A 2-D torus over 7 nodes passes the pre-flight checks (config, data, model) but not
+    the ServerApp, which builds the topology: `flwr run` itself exits 0 (FLOWER-NOTES 3),
+    and flowerbed must still exit non-zero from the run's final status."""
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [str(FLOWERBED), "run", str(APP), "-c",
+         f'strategy="dsgd" topology="torus" num-clients=7 num-server-rounds=1 wandb=false '
+         f'output-dir="{tmp_path}"',
+         "--federation-config", "num-supernodes=1 client-resources-num-cpus=1"],
+        env=env, cwd=APP, text=True, capture_output=True, timeout=400, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "finished:failed" in out and "torus needs n = r * c" in out
