@@ -172,7 +172,7 @@ def test_sweep_via_flwr_run(tmp_path: Path) -> None:
     """engine = "flower": every run goes through `flwr run` on one private SuperLink."""
     from flowerbed.tools.sweep import FlowerRunner
     from tests.conftest import ROOT
-    from tests.test_cli import processes_mentioning
+    from tests.tools.test_cli import processes_mentioning
 
     text = TINY.replace("[grid]\nlr = [0.05, 0.3]", "").replace("num-server-rounds = 2",
                                                                 "num-server-rounds = 1")
