@@ -4,6 +4,9 @@ A class lists the attributes that make up its state in ``state_fields``; the fie
 classes of its MRO are saved together, so a subclass adds to its base's state and cannot
 drop it by forgetting to. Only explicitly: a class may list in ``derived_fields`` base
 fields that it recomputes from the state it saves (e.g. an alias of a nested object's).
+What is neither state nor fixed at construction is listed in ``scratch_fields``: caches
+and per-round values that are always recomputed before they are read (not saved; a test
+checks that every other attribute of a resumed strategy equals the running one's).
 
 :func:`encode` turns a value into nested dicts/lists of JSON values and NumPy arrays
 (what a checkpoint stores: arrays in an .npz, the rest as JSON, never pickle), and
@@ -38,6 +41,12 @@ def declared_fields(cls: type) -> tuple[str, ...]:
             if name not in out:
                 out.append(name)
     return tuple(n for n in out if n not in derived)
+
+
+def scratch_fields(cls: type) -> tuple[str, ...]:
+    """Every ``scratch_fields`` entry of ``cls`` and its bases (not saved, by design)."""
+    return tuple(dict.fromkeys(n for klass in reversed(cls.__mro__)
+                               for n in vars(klass).get("scratch_fields", ())))
 
 
 def has_declared_state(obj: Any) -> bool:
@@ -120,4 +129,4 @@ def _key(k: Any) -> Any:
     return tuple(k) if isinstance(k, list) else k
 
 
-__all__ = ["declared_fields", "decode", "encode", "load_state", "state_of"]
+__all__ = ["declared_fields", "decode", "encode", "load_state", "scratch_fields", "state_of"]

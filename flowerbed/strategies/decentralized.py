@@ -98,6 +98,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
     Params = DecentralizedParams
     routes_through_server = True
     state_fields = ("x", "like", "rng", "failed")
+    scratch_fields = ("metrics",)  # a round's node metrics, computed in that round
 
     def __init__(self, params: Any, services: Services) -> None:
         self.params, self.services = params, services

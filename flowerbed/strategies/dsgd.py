@@ -33,6 +33,7 @@ class DSGDParams(TopologyParams, DecentralizedParams):
 
 class DSGD(DecentralizedStrategy):
     Params = DSGDParams
+    scratch_fields = ("premerge",)  # computed and reported in the last round
 
     def __init__(self, params: DSGDParams, services: Services) -> None:
         super().__init__(params, services)

@@ -42,6 +42,8 @@ class AllClientsAverage(CentralizedStrategy):
     Subclasses define :meth:`omega` (the per-participant weights of one round).
     """
 
+    state_fields = ("last_omega",)  # reported in round_metrics, so it is state too
+
     def __init__(self, params: Any, services: Services) -> None:
         super().__init__(params, services)
         if params.fraction_train != 1.0:

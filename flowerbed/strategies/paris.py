@@ -112,6 +112,8 @@ class Paris(CentralizedStrategy):
 
     Params = ParisParams
     state_fields = ("groups",)
+    # unpacked from the round's global arrays (the base's state) before each use; a cache
+    scratch_fields = ("experts", "router", "_evaluated", "_modules")
 
     def __init__(self, params: ParisParams, services: Services) -> None:
         super().__init__(params, services)

@@ -42,6 +42,7 @@ class TeleportationParams(TopologyParams, DecentralizedParams):
 class Teleportation(DecentralizedStrategy):
     Params = TeleportationParams
     state_fields = ("holders",)
+    scratch_fields = ("universe",)  # per-round sets of a tuner are drawn before each step
 
     def __init__(self, params: Any, services: Services, k: int | None = None,
                  universe: np.ndarray | None = None, topology: Topology | None = None,

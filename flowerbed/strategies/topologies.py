@@ -53,6 +53,7 @@ class Topology:
     """
 
     symmetric: bool = True
+    scratch_fields = ("_cache", "_typed")  # matrices built from (name, n, period) on demand
 
     def __init__(self, name: str, n: int, period: int = 1) -> None:
         self.name = name

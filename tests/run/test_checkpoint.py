@@ -105,6 +105,35 @@ def test_in_process_interrupt_and_resume_matches_uninterrupted(tmp_path, referen
     assert summary["status"] == "completed"
 
 
+@pytest.mark.parametrize("strategy, extra", [
+    ("fedau", {"participation": "markov", "fedau-cutoff": 3, "min-replies": 3}),
+    ("paris", {"experts": 2, "sync-every": 3, "min-replies": 6}),
+])
+def test_declared_state_survives_a_crash_for_fedau_and_paris(tmp_path, strategy, extra):
+    """Subclass state (FedAU's interval estimates, Paris's experts) and the base's counters
+    (rejected, attempts, skipped) both come back: the resumed run equals the uninterrupted
+    one row for row and in every summary total."""
+    over = {"strategy": strategy, "num-server-rounds": 8, **extra}
+    ref = run_experiment(parse_run_config(config(tmp_path, "ref", **over)))
+    totals = ref.summary["totals"]
+    assert totals["corrupt"] > 0 and totals["retries"] > 0  # the faults bite
+    assert 0 < totals["round_skipped"] < 8 or strategy == "paris"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_run_config(config(tmp_path, "crash", **over)),
+                       extra_trackers=[Crash(after=5)])
+    run_dir = tmp_path / "crash"
+    assert checkpoint.load(run_dir)["round"] == 4
+    resumed = run_experiment(parse_run_config(config(
+        tmp_path, "crash", **over, **{"resume-from": str(run_dir)})))
+    assert metrics(run_dir) == metrics(ref.run_dir)
+    assert resumed.summary["totals"] == totals
+    assert resumed.summary["status"] == "completed"
+    for counter in ("rejected", "attempts", "skipped"):  # the base's state, kept by subclasses
+        assert getattr(resumed.strategy, counter) == getattr(ref.strategy, counter), counter
+    assert sum(ref.strategy.rejected.values()) == totals["rejected_updates"]
+    np.testing.assert_equal(resumed.final_state, ref.final_state)
+
+
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
     cfg = config(tmp_path, "killed")
     script = ("import json, sys, torch; torch.set_num_threads(1)\n"
