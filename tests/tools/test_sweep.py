@@ -37,6 +37,10 @@ lr = [0.05, 0.3]
 """
 
 
+TRICKY = 'it\'s a "group" with \\ and\na newline'
+TRICKY_TOML = 'wandb-group = "it\'s a \\"group\\" with \\\\ and\\na newline"'
+
+
 def write(tmp_path: Path, text: str = TINY) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(text)
@@ -177,6 +181,8 @@ def test_sweep_via_flwr_run(tmp_path: Path) -> None:
     text = TINY.replace("[grid]\nlr = [0.05, 0.3]", "").replace("num-server-rounds = 2",
                                                                 "num-server-rounds = 1")
     text = text.replace("seeds = [0, 1]", "seeds = [3]")
+    # a string Flower's --run-config parser cannot take as key=value: the file carries it
+    text = text.replace('wandb-group = "tiny-group"', TRICKY_TOML)
     sweep = load_sweep(write(tmp_path, 'engine = "flower"\n' + text))
     home = tmp_path / "flwr-home"
     with FlowerRunner(ROOT, home) as runner:
@@ -186,6 +192,7 @@ def test_sweep_via_flwr_run(tmp_path: Path) -> None:
     summary = json.loads(((sweep.folder / lines[0]["run_dir"]) / "summary.json").read_text())
     assert summary["config"]["engine"] == "flower"
     assert summary["config"]["seed"] == 3
+    assert summary["config"]["wandb-group"] == TRICKY
     assert summary["rounds_completed"] == 1
     deadline = time.monotonic() + 30  # Ray's actors exit a moment after the SuperLink
     while processes_mentioning(str(home)) and time.monotonic() < deadline:
