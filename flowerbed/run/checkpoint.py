@@ -2,7 +2,10 @@
 
 A checkpoint is one file, ``<run_dir>/checkpoint.npz``, written atomically (temp file,
 fsync, rename): a crash at any moment leaves either the previous checkpoint or the new
-one, never half of one. It holds, after round r:
+one, never half of one. The one before it is kept as ``checkpoint.prev.npz``: a checkpoint
+damaged later (truncated, flipped bytes, cut JSON, arrays of the wrong shape) is named in
+a warning and the run resumes from the previous one; with both damaged, resuming fails
+with an error naming the files. It holds, after round r:
 
 - the global arrays the round loop carries (the model, as the strategy reported it),
 - the strategy's ``state_dict()`` (for CentralizedStrategy: global model and sampling RNG),
@@ -21,6 +24,9 @@ import logging
 import os
 import random
 import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,13 @@ from flowerbed.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.npz"
+PREVIOUS_FILE = "checkpoint.prev.npz"
+# what the sections of a checkpoint document must be
+SECTIONS = {"version": int, "round": int, "config": dict, "arrays": dict, "strategy": dict,
+            "participation": dict, "ledger": dict, "records": list, "rng": dict}
+# what reading a damaged .npz or its JSON raises
+DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, TypeError,
+          UnicodeDecodeError)
 _JSON = "__json__"
 FORMAT_VERSION = 1
 # keys that may differ between the run that wrote a checkpoint and the one resuming it
@@ -95,6 +108,11 @@ def save(run_dir: Path, doc: dict[str, Any]) -> Path:
             np.savez(f, allow_pickle=False, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():  # keep the one before: linked, so ``path`` never goes missing
+            prev_tmp = path.parent / f".{PREVIOUS_FILE}.tmp"
+            prev_tmp.unlink(missing_ok=True)
+            os.link(path, prev_tmp)
+            os.replace(prev_tmp, path.parent / PREVIOUS_FILE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -102,14 +120,63 @@ def save(run_dir: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def load(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise ConfigError("resume-from", str(run_dir), f"no checkpoint: {path} does not exist "
-                          "(was the run started with checkpoint-every > 0?)")
+def read(path: Path) -> dict[str, Any]:
+    """The document in one checkpoint file (raises one of :data:`DAMAGE` if damaged)."""
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(bytes(npz[_JSON]).decode())
         return _join(meta, npz)
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file that cannot be read, or whose contents are not a run's state."""
+
+
+def check_document(doc: Any, shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    """Raise :class:`DamagedCheckpoint` unless ``doc`` has every section, of the right type,
+    and (given ``shapes``, the run's model) every array named like a model parameter has
+    its shape. (Strategies that carry several models, e.g. Paris' experts, name their
+    arrays otherwise; their own state checks its shapes when it loads.)"""
+    if not isinstance(doc, dict):
+        raise DamagedCheckpoint("not a checkpoint document")
+    for name, kind in SECTIONS.items():
+        if not isinstance(doc.get(name), kind):
+            raise DamagedCheckpoint(f"section {name!r} is missing or not a {kind.__name__}")
+    if doc["version"] != FORMAT_VERSION:
+        raise DamagedCheckpoint(f"checkpoint format {doc['version']} is not {FORMAT_VERSION}")
+    for key, shape in (shapes or {}).items():
+        got = doc["arrays"].get(key)
+        if got is not None and np.shape(got) != tuple(shape):
+            raise DamagedCheckpoint(f"array {key!r} has shape {np.shape(got)}, the model's "
+                                    f"is {tuple(shape)}")
+
+
+def load(run_dir: Path, shapes: Mapping[str, tuple[int, ...]] | None = None
+         ) -> dict[str, Any]:
+    """The newest good checkpoint of ``run_dir``: ``checkpoint.npz``, or the one before it
+    if that is damaged (with a warning naming the file and the damage)."""
+    run_dir = Path(run_dir)
+    path, prev = run_dir / CHECKPOINT_FILE, run_dir / PREVIOUS_FILE
+    if not path.is_file() and not prev.is_file():
+        raise ConfigError("resume-from", str(run_dir), f"no checkpoint: {path} does not exist "
+                          "(was the run started with checkpoint-every > 0?)")
+    problems = []
+    for candidate in (path, prev):
+        if not candidate.is_file():
+            continue
+        try:
+            doc = read(candidate)
+            check_document(doc, shapes)
+        except DAMAGE as err:  # DamagedCheckpoint is a ValueError
+            problems.append(f"{candidate}: {type(err).__name__}: {err}")
+            log.warning("checkpoint %s is damaged (%s: %s)", candidate, type(err).__name__,
+                        err)
+            continue
+        if problems:
+            log.warning("resuming from the previous checkpoint %s (round %d)", candidate,
+                        doc["round"])
+        return doc
+    raise ConfigError("resume-from", str(run_dir), "no usable checkpoint: "
+                      + "; ".join(problems))
 
 
 @dataclass
@@ -125,19 +192,22 @@ class Resume:
         return dict(self.doc["arrays"])
 
 
-def open_resume(run_dir: str | Path, config: dict[str, Any]) -> Resume:
-    """The checkpoint of ``run_dir``, checked against the resuming run's ``config``."""
-    doc = load(Path(run_dir))
-    if doc.get("version") != FORMAT_VERSION:
-        raise ConfigError("resume-from", str(run_dir),
-                          f"checkpoint format {doc.get('version')} is not {FORMAT_VERSION}")
+def open_resume(run_dir: str | Path, config: dict[str, Any],
+                shapes: Mapping[str, tuple[int, ...]] | None = None) -> Resume:
+    """The checkpoint of ``run_dir``, checked against the resuming run's ``config`` (and,
+    given ``shapes``, the run's model)."""
+    doc = load(Path(run_dir), shapes)
     old = doc["config"]
     differ = sorted(k for k in set(old) | set(config)
                     if k not in RESUMABLE_CHANGES and old.get(k) != config.get(k))
     if differ:
         raise ConfigError("resume-from", str(run_dir), "the checkpoint was written with "
                           "another config; differing keys: " + ", ".join(differ))
-    return Resume(Path(run_dir), int(doc["round"]), doc)
+    done, total = int(doc["round"]), config.get("num-server-rounds")
+    if isinstance(total, int) and total <= done:
+        raise ConfigError("num-server-rounds", total, f"must be more than the {done} rounds "
+                          f"the checkpoint of {run_dir} already completed (nothing to resume)")
+    return Resume(Path(run_dir), done, doc)
 
 
 class Checkpointer:

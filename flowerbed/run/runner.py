@@ -26,6 +26,7 @@ from flowerbed.clients.models import build_model
 from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import State, module_state, to_record
 from flowerbed.core.errors import ConfigError
+from flowerbed.core.validation import shapes_of
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
 from flowerbed.run.config import RunConfig
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
@@ -132,7 +133,12 @@ def restore(resume: Resume, strategy: Any, loop: RoundLoop) -> State:
                           "takes no first_round")
     doc = resume.doc
     if hasattr(strategy, "load_state_dict"):
-        strategy.load_state_dict(doc["strategy"])
+        try:
+            strategy.load_state_dict(doc["strategy"])
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ConfigError("resume-from", str(resume.run_dir), "the checkpoint's strategy "
+                              f"state does not load into {type(strategy).__name__}: "
+                              f"{type(err).__name__}: {err}") from None
     loop.grid.participation.load_state_dict(doc["participation"])
     loop.ledger.load_state_dict(doc["ledger"])
     loop.records.extend(doc["records"])
@@ -147,10 +153,11 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
     t0 = time.time()
     if grid is None:
         ensure_task_identity()
-    resume = open_resume(cfg.resume_from, cfg.as_dict()) if cfg.resume_from else None
     seed_everything(cfg.seed)
     data = load_federation(cfg)
     model = build_model(cfg, data.input_shape, data.num_classes)
+    resume = open_resume(cfg.resume_from, cfg.as_dict(), shapes_of(module_state(model))
+                         ) if cfg.resume_from else None
     ledger = Ledger()
     participation = build_participation(cfg, data)
     transport: Transport

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
                       {"w": np.ones(2, np.float64)}],
            "nested": {"ints": np.array([1, 2], np.int64), "none": None, "f": 0.5}}
     checkpoint.save(tmp_path, doc)
-    back = checkpoint.load(tmp_path)
+    back = checkpoint.read(tmp_path / checkpoint.CHECKPOINT_FILE)
     assert back["round"] == 3 and back["nested"]["none"] is None
     assert back["pcg"] == rng.bit_generator.state
     np.testing.assert_array_equal(back["models"][0]["w"], doc["models"][0]["w"])
@@ -66,7 +67,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     checkpoint.save(tmp_path, {"round": 1})
     with pytest.raises(TypeError):
         checkpoint.save(tmp_path, {"round": 2, "bad": object()})
-    assert checkpoint.load(tmp_path)["round"] == 1
+    assert checkpoint.read(tmp_path / checkpoint.CHECKPOINT_FILE)["round"] == 1
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT_FILE]
 
 
@@ -103,6 +104,87 @@ def test_in_process_interrupt_and_resume_matches_uninterrupted(tmp_path, referen
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["totals"] == reference.summary["totals"]
     assert summary["status"] == "completed"
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory):
+    """A run interrupted after round 7: checkpoints after rounds 6 (newest) and 4 (kept)."""
+    out = tmp_path_factory.mktemp("crashed")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_run_config(config(out, "crash")), extra_trackers=[Crash(after=7)])
+    return out / "crash"
+
+
+def rewrite(path: Path, change) -> None:
+    """Rewrite the .npz at ``path`` with ``change(arrays)`` applied (a valid zip)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def cut_json(arrays: dict) -> None:
+    raw = arrays[checkpoint._JSON]
+    arrays[checkpoint._JSON] = raw[: len(raw) // 2]
+
+
+def wrong_shape(arrays: dict) -> None:
+    key = next(k for k in arrays if k.startswith("/arrays/"))
+    arrays[key] = arrays[key].reshape(-1)[:-1]
+
+
+def flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGES = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "flipped bytes": flip_bytes,
+    "cut JSON": lambda p: rewrite(p, cut_json),
+    "wrong array shape": lambda p: rewrite(p, wrong_shape),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_checkpoint_resumes_from_the_previous_one(tmp_path, crashed, reference,
+                                                             damage, caplog):
+    run_dir = tmp_path / "crash"
+    shutil.copytree(crashed, run_dir)
+    assert checkpoint.read(run_dir / checkpoint.PREVIOUS_FILE)["round"] == 4
+    DAMAGES[damage](run_dir / checkpoint.CHECKPOINT_FILE)
+    with caplog.at_level("WARNING", logger="flowerbed.run.checkpoint"):
+        assert cli_main(["resume", str(run_dir), "--in-process"]) == 0
+    assert f"checkpoint {run_dir / checkpoint.CHECKPOINT_FILE} is damaged" in caplog.text
+    assert "resuming from the previous checkpoint" in caplog.text
+    assert metrics(run_dir) == metrics(reference.run_dir)
+
+
+def test_both_checkpoints_damaged_is_a_clear_error(tmp_path, crashed, capsys):
+    run_dir = tmp_path / "crash"
+    shutil.copytree(crashed, run_dir)
+    DAMAGES["truncated"](run_dir / checkpoint.CHECKPOINT_FILE)
+    DAMAGES["cut JSON"](run_dir / checkpoint.PREVIOUS_FILE)
+    assert cli_main(["resume", str(run_dir), "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoint" in err and "Traceback" not in err
+    assert str(run_dir / checkpoint.CHECKPOINT_FILE) in err
+    assert str(run_dir / checkpoint.PREVIOUS_FILE) in err
+
+
+def test_resume_refuses_fewer_rounds_than_completed(tmp_path, crashed, capsys):
+    run_dir = tmp_path / "crash"
+    shutil.copytree(crashed, run_dir)
+    before = (run_dir / "metrics.jsonl").read_text(), (run_dir / "summary.json").read_text()
+    assert cli_main(["resume", str(run_dir), "--in-process", "--num-server-rounds", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "num-server-rounds = 5 is invalid: must be more than the 6 rounds" in err
+    assert ((run_dir / "metrics.jsonl").read_text(),
+            (run_dir / "summary.json").read_text()) == before  # nothing was touched
 
 
 @pytest.mark.parametrize("strategy, extra", [
