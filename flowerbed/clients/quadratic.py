@@ -4,10 +4,11 @@ Node i's objective is f_i(x) = 1/2 ||x - c_i||^2 in R^d with c_i = m + delta_i,
 delta_i ~ N(0, (zeta^2/d) I), and a stochastic gradient is grad f_i(x) + noise,
 noise ~ N(0, (sigma^2/d) I), so that the two constants of the rate are set exactly:
 (1/n) sum_i ||grad f_i - grad f||^2 ~ zeta^2 and E||noise||^2 ~ sigma^2
-(../shared/ALGORITHMS.md, the stand-in for the paper's Sec. 5.1). The common shift
-m = (``quadratic-offset`` / sqrt(d)) (1, ..., 1) puts the optimum c-bar at distance about
-``quadratic-offset`` from the start x_0 = 0 (with m = 0, c-bar ~ N(0, zeta^2/(d n) I) tends
-to x_0 as n grows, and there is nothing left to optimise at large n).
+(a stand-in for the paper's Sec. 5.1 objective, whose exact form was not retrievable).
+The common shift m = (``quadratic-offset`` / sqrt(d)) (1, ..., 1) puts the optimum c-bar
+at distance about ``quadratic-offset`` from the start x_0 = 0 (with m = 0,
+c-bar ~ N(0, zeta^2/(d n) I) tends to x_0 as n grows, and there is nothing left to
+optimise at large n).
 
 How it runs through the platform unchanged (local training minimises cross-entropy):
 

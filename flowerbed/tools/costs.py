@@ -1,6 +1,7 @@
 """Closed-form network costs, to check the communication ledger against by hand.
 
-The course exercise (../shared/ALGORITHMS.md, "The course exercise numbers"):
+The rules of the course exercise on network costs (its numbers are in the tests and in
+``experiments/results/network-costs/``):
 
 - a FedAvg server with download bandwidth B_down and upload bandwidth B_up can, within a
   time budget T, send the model (P parameters of b bytes) to floor(T B_down / (8 P b))

@@ -49,6 +49,7 @@ def test_outputs_and_offline_wandb_without_api_key(tmp_path: Path,
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("*.wandb"))
+    assert summary["artifacts"]["wandb_sync"] == f"wandb sync {offline[0]}"  # exact command
 
 
 def test_tracking_off_writes_nothing(tmp_path: Path) -> None:

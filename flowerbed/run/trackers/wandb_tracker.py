@@ -77,6 +77,12 @@ class WandbTracker(Tracker):
         curves = Path(self.info.run_dir) / "curves.png"
         if curves.exists():
             self.run.log({"curves": wandb.Image(str(curves))})
-        summary.setdefault("artifacts", {})["wandb_dir"] = str(self.run.dir)
+        artifacts = summary.setdefault("artifacts", {})
+        artifacts["wandb_dir"] = str(self.run.dir)
+        if self.run.settings.mode == "offline":
+            # the folder `wandb sync` takes is the run's, one above its files/ dir
+            command = f"wandb sync {Path(self.run.dir).parent}"
+            artifacts["wandb_sync"] = command
+            log.info("W&B logged offline; to upload: %s", command)
         self.run.finish()
         self.run = None
