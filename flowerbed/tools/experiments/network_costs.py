@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Exercise:
-    """The exercise's inputs (defaults: ../shared/ALGORITHMS.md)."""
+    """The exercise's inputs (defaults: the course exercise's numbers)."""
 
     params: int = 85_098
     bytes_per_param: int = 4
@@ -172,7 +172,7 @@ def _run(raw: dict[str, Any], results_dir: Path, runs_dir: Path | None) -> Path:
     if d is not None:
         plots.append(messages_plot(ex, d["per_round"], results_dir / "messages.png"))
     lines = ["# network-costs", "",
-             "The course exercise numbers of issue 5, computed in closed form "
+             "The course exercise numbers on network costs, computed in closed form "
              "by `flowerbed.tools.costs` and measured from the communication ledger of "
              "real in-process runs (`flowerbed experiment network-costs`). Measured rows "
              "feed the ledger's bytes per client into the same calculator.", "",
