@@ -127,7 +127,11 @@ def parse_strategy_params(text: str) -> dict[str, Any]:
 
 def strategy_keys(name: str) -> tuple[Key, ...]:
     """Every parameter the strategy ``name`` declares (its bases' included)."""
-    keys = keys_of(strategy_class(name).Params)
+    cls = strategy_class(name)
+    keys = keys_of(cls.Params)
+    if getattr(cls, "native", None) is not None:  # an adopted Flower strategy: a parameter
+        # named like a platform key (FedProx's proximal-mu) is that key
+        keys = tuple(KEYS_BY_NAME.get(k.name, k) for k in keys)
     for key in keys:
         if key.name in KEYS_BY_NAME and KEYS_BY_NAME[key.name] != key:
             raise ConfigError("strategy", name, f"declares the parameter {key.name!r}, which "

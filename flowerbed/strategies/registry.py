@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from flwr.serverapp.strategy import Strategy
@@ -9,6 +10,7 @@ from flwr.serverapp.strategy import Strategy
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.imports import is_import_path, load_object
 from flowerbed.strategies.contract import PlatformStrategy, Services, build
+from flowerbed.strategies.flower_native import adopt, shared_keys
 
 STRATEGIES: dict[str, str] = {
     "fedavg": "flowerbed.strategies.fedavg:FedAvg",
@@ -24,12 +26,14 @@ STRATEGIES: dict[str, str] = {
 
 
 def _user_class(path: str) -> type:
+    """A plug-in: a flowerbed strategy, or any Flower message-API strategy (adopted)."""
     cls = load_object(path, "strategy", base=Strategy)
-    if not issubclass(cls, PlatformStrategy):
-        raise ConfigError("strategy", path, "must subclass flowerbed.strategies.base."
-                          "CentralizedStrategy or flowerbed.strategies.decentralized."
-                          "DecentralizedStrategy")
-    return cls
+    if issubclass(cls, PlatformStrategy):
+        return cls
+    if inspect.isabstract(cls):
+        raise ConfigError("strategy", path, "is an abstract Flower strategy; name a concrete "
+                          "one (e.g. flwr.serverapp.strategy:FedAvg)")
+    return adopt(cls, shared_keys([strategy_class(n) for n in STRATEGIES]))
 
 
 def strategy_class(name: str) -> type:

@@ -1,4 +1,5 @@
-"""A plug-in strategy with parameters of its own, through `flowerbed run` and plain `flwr run`.
+"""Plug-in strategies with parameters of their own, through `flowerbed run` and plain
+`flwr run`: the README's TrimmedMean, and Flower's own FedAdam and Krum.
 
 The README's TrimmedMean (``examples/my_strategy.py``) declares ``trim-fraction`` and
 ``min-kept``. `flowerbed run` takes them as ordinary keys; plain `flwr run` only accepts
@@ -66,8 +67,8 @@ def test_plugin_parameters_through_plain_flwr_run(tmp_path: Path) -> None:
                     for k, v in SMALL.items())
     out_dir = tmp_path / "out"
     with LocalSuperLink(tmp_path / "flwr-home", cwd=ROOT) as link:
-        def run(name: str, params: str) -> tuple[str, str]:
-            over = (f"{base} strategy='{TRIMMED}' strategy-params='{params}' "
+        def run(name: str, params: str, strategy: str = TRIMMED) -> tuple[str, str]:
+            over = (f"{base} strategy='{strategy}' strategy-params='{params}' "
                     f"run-name='{name}' output-dir='{out_dir}'")
             res = link.flwr("run", ".", "--stream", "--run-config", over,
                             "--federation-config", "num-supernodes=2", capture=True,
@@ -84,4 +85,12 @@ def test_plugin_parameters_through_plain_flwr_run(tmp_path: Path) -> None:
         status, text = run("bad", "trim-fraction = 0.9")
         assert status == "finished:failed"
         assert "trim-fraction = 0.9 is invalid: must be in [0, 0.5)" in text
+        # Flower's own strategies, unchanged, with their constructor's parameters
+        for name, params in (("FedAdam", "eta = 0.05"), ("Krum", "num-malicious-nodes = 1")):
+            status, _ = run(name, params, "flwr.serverapp.strategy:" + name)
+            assert status == "finished:completed", name
+            summary = json.loads((out_dir / name / "summary.json").read_text())
+            assert summary["rounds_completed"] == 2
+            key, value = params.split(" = ")
+            assert summary["config"][key] == (float(value) if "." in value else int(value))
     assert not processes_mentioning(str(tmp_path / "flwr-home"))
