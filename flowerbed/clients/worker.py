@@ -19,6 +19,7 @@ from torch import nn
 
 from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
+from flowerbed.clients.dp_clipping import clip_update, wants_clipping
 from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
@@ -92,6 +93,12 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                     params = TrainParams.from_config(cfg, dict(config))
                     rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
                     new_state, metrics = local_train(model, state, x, y, params, rng)
+                arrays, config = _arrays_and_config(content)
+                if wants_clipping(config):  # Flower's client-side DP wrappers
+                    if id(arrays) not in decoded:
+                        decoded[id(arrays)] = from_record(arrays)
+                    new_state, metrics = clip_update(new_state, decoded[id(arrays)], config,
+                                                     dict(metrics))
                 if action == CORRUPT:
                     new_state = corrupt_state(new_state, cfg.seed, *round_and_attempt(content),
                                               vid)

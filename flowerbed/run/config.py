@@ -35,6 +35,7 @@ from flowerbed.core.params import (
     toml_value,
 )
 from flowerbed.simulation import keys as simulation_keys
+from flowerbed.strategies import dp
 from flowerbed.strategies.registry import builtin_classes, strategy_class
 
 STRATEGY_PARAMS = "strategy-params"
@@ -76,7 +77,7 @@ def _collect(groups: Iterable[Iterable[Key]]) -> tuple[Key, ...]:
 # Every key of the run config. Names are kebab-case like Flower's own apps.
 KEYS: tuple[Key, ...] = _collect([
     RUN_KEYS, client_keys.DATA_KEYS, client_keys.MODEL_KEYS, client_keys.TRAINING_KEYS,
-    *(keys_of(cls.Params) for cls in builtin_classes()),
+    *(keys_of(cls.Params) for cls in builtin_classes()), dp.KEYS,
     simulation_keys.KEYS, OUTPUT_KEYS,
 ])
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
@@ -173,6 +174,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     simulation_keys.check_simulation_config(cfg)
     cls = strategy_class(name)
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
+    dp.check_dp(cfg, cls)
     if (cfg.checkpoint_every > 0 or cfg.resume_from) and not cfg.tracking:
         key = "checkpoint-every" if cfg.checkpoint_every > 0 else "resume-from"
         raise ConfigError(key, cfg[key], "needs tracking = true (checkpoints live in the "

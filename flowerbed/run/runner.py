@@ -37,6 +37,7 @@ from flowerbed.simulation.participation_patterns import build_participation
 from flowerbed.simulation.transport import FlowerTransport, InProcessTransport, Transport
 from flowerbed.simulation.virtual_grid import VirtualGrid
 from flowerbed.strategies.contract import Services
+from flowerbed.strategies.dp import wrap_dp
 from flowerbed.strategies.registry import build_strategy
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                         test_clusters=data.test_clusters,
                         test_data=(data.test_x, data.test_y),
                         build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
-    strategy = build_strategy(cfg.strategy, cfg, services)
+    strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),

@@ -63,7 +63,7 @@ def test_a_checkpointed_strategy_is_the_running_one(tmp_path: Path, name: str) -
     running = run_experiment(cfg).strategy
     checkpoint.save(tmp_path, {"strategy": running.state_dict()})  # through the file format
     fresh = build_strategy(name, cfg, running.services)
-    fresh.load_state_dict(checkpoint.load(tmp_path)["strategy"])
+    fresh.load_state_dict(checkpoint.read(tmp_path / checkpoint.CHECKPOINT_FILE)["strategy"])
     scratch = scratch_fields(type(running))
     differ = [attr for attr in sorted((set(vars(running)) | set(vars(fresh))) - set(scratch))
               if fingerprint(getattr(running, attr, None))
