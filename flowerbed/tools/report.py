@@ -275,14 +275,21 @@ def _metrics_by_label(results: list[dict[str, Any]], metric: str | None) -> dict
     return {label: metric_of(runs[0], metric) for label, runs in by_label(results).items()}
 
 
+def _names_by_label(results: list[dict[str, Any]], metric: str | None) -> dict[str, str]:
+    """What each configuration's plotted metric is called: its strategy's name for its
+    primary metric, or the metric's."""
+    return {label: (primary_from(runs[0]).label if metric in (None, PRIMARY)
+                    else metric_label(metric)) for label, runs in by_label(results).items()}
+
+
 def _axis_label(metrics: dict[str, str]) -> tuple[str, bool]:
     """The y label of plots of these labels' metrics, and whether it is one metric."""
     kinds = set(metrics.values())
     if len(kinds) == 1:
         return metric_label(kinds.pop()), True
     if all(is_accuracy(m) for m in kinds):
-        return "accuracy (each configuration's primary metric)", False
-    return "each configuration's primary metric", False
+        return "accuracy (primary metric)", False
+    return "primary metric", False
 
 
 def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out_dir: Path,
@@ -298,6 +305,7 @@ def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out
     data = curves(results, metric, sweep_dir)
     groups = by_label(results)
     metrics = _metrics_by_label(results, metric)
+    names = _names_by_label(results, metric)
     ylabel, single = _axis_label({k: metrics[k] for k in data} or metrics)
     stem = plot_stem(list(metrics.values()))
     facet_of = ({label: f"{facet_by} = {groups[label][0]['params'].get(facet_by)}"
@@ -305,12 +313,12 @@ def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out
     panels = facet(list(data), facet_of)
     paths = []
     for xname, fname in (("round", f"{stem}_vs_round.png"), ("bytes", f"{stem}_vs_bytes.png")):
-        fig, axes = panel_grid(len(panels))
+        fig, axes = panel_grid(len(panels), width=9.0 if len(panels) == 1 else 6.0)
         for ax, (ptitle, labels) in zip(axes, panels, strict=False):
             for label in labels:
                 rounds, mean, std, nbytes = data[label]
                 x = rounds if xname == "round" else nbytes / MIB
-                name = label if single else f"{label}: {metric_label(metrics[label])}"
+                name = label if single else f"{label}: {names[label]}"
                 line, = ax.plot(x, mean, label=name)
                 lo, hi = clip_band(metrics[label], mean, std)
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
@@ -321,10 +329,10 @@ def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out
             ax.grid(alpha=0.3)
             if labels:
                 legend_below(ax)
-        fig.suptitle(f"{title}: {ylabel} (mean ± std over seeds)")
+        fig.suptitle(f"{title}: {ylabel}, mean ± std over seeds")
         fig.tight_layout()
         path = out_dir / fname
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # the legends below the panels
         plt.close(fig)
         paths.append(path)
     return paths
@@ -340,6 +348,7 @@ def final_plot(results: list[dict[str, Any]], metric: str | None, out_dir: Path,
     import matplotlib.pyplot as plt
 
     metrics = _metrics_by_label(results, metric)
+    named = _names_by_label(results, metric)
     xlabel, single = _axis_label(metrics)
     names, means, stds, kinds = [], [], [], []
     for label, runs in by_label(results).items():
@@ -348,7 +357,7 @@ def final_plot(results: list[dict[str, Any]], metric: str | None, out_dir: Path,
         if not vals:
             continue
         mean, std = mean_std(vals)
-        names.append(label if single else f"{label}: {metric_label(m)}")
+        names.append(label if single else f"{label}: {named[label]}")
         means.append(mean)
         stds.append(std)
         kinds.append(m)
@@ -432,12 +441,19 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
     parts += [intro + " Mean ± std over seeds (sample std). `final` = last round, `best` = "
               "best round; MiB and messages from the communication ledger (all links, whole "
               "run).", ""]
-    if metric is None:
+    extra = list(rep.get("extra-metrics", []))
+    prims = list(dict.fromkeys(primary_from(runs[0]) for runs in by_label(results).values()))
+    if metric is None and len(prims) > 1:
         parts += ["Each configuration is judged by its strategy's primary metric (column "
                   "`primary metric`), the one its runs' console, summary.json and curves "
-                  "show.", "", primary_table(results, list(rep.get("extra-metrics", []))), ""]
+                  "show.", "", primary_table(results, extra), ""]
     else:
-        metrics = [metric, *[m for m in rep.get("extra-metrics", []) if m != metric]]
+        if metric is None:  # one primary metric for all: a column per metric
+            metric = prims[0].metric if prims else "test_accuracy"
+            extra = [*prims[0].companions, *extra] if prims else extra
+            if prims:
+                parts += [f"Judged by {prims[0].label} (`{metric}`).", ""]
+        metrics = list(dict.fromkeys([metric, *extra]))
         parts += [markdown_table(table_rows(results, metrics), metrics), ""]
     theory = _theory(spec, rep.get("theory"))
     for ch in choices:

@@ -110,8 +110,8 @@ def panel_grid(n: int, width: float = 6.0, height: float = 4.2, max_cols: int = 
 
 
 def legend_below(ax: Axes) -> None:
-    """The legend under the panel, off the data."""
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+    """The legend under the panel, off the data (save with ``bbox_inches="tight"``)."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1,
               frameon=False)
 
 

@@ -19,12 +19,16 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
 
 def metric_keys(records: list[dict[str, Any]], primary: Primary) -> list[str]:
     """The per-round metrics of the first panel: the primary one, its companions, and test
-    accuracy when it is not the primary (what the platform evaluated), if logged."""
-    keys = [primary.metric, *primary.companions]
-    if "test_accuracy" not in keys:
-        keys.append("test_accuracy")
-    return [k for k in dict.fromkeys(keys) if any(isinstance(r.get(k), int | float)
-                                                  for r in records)]
+    accuracy when it is not the primary (what the platform evaluated); those logged, and
+    each series once (Paris' averaged_accuracy is its test_accuracy)."""
+    out: list[str] = []
+    seen: list[tuple[list[int], list[float]]] = []
+    for k in dict.fromkeys([primary.metric, *primary.companions, "test_accuracy"]):
+        series = _series(records, k)
+        if series[0] and series not in seen:
+            out.append(k)
+            seen.append(series)
+    return out
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "",
@@ -70,7 +74,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legends below the panels
     plt.close(fig)
     return path
 
