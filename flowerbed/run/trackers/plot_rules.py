@@ -12,6 +12,7 @@ Matplotlib is imported lazily (only these helpers that draw need it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,7 +100,7 @@ def panel_grid(n: int, width: float = 6.0, height: float = 4.2, max_cols: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(max(n, 1), max_cols)
+    cols = min(math.ceil(math.sqrt(max(n, 1))), max_cols)  # near-square: 4 -> 2 x 2
     rows = -(-max(n, 1) // cols)
     fig, grid = plt.subplots(rows, cols, figsize=(width * cols, height * rows), sharey=True,
                              squeeze=False)
