@@ -31,12 +31,13 @@ from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_
 from flowerbed.run.config import RunConfig
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
+from flowerbed.run.trackers.primary import primary_summary
 from flowerbed.simulation.faults import FaultPlan
 from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation_patterns import build_participation
 from flowerbed.simulation.transport import FlowerTransport, InProcessTransport, Transport
 from flowerbed.simulation.virtual_grid import VirtualGrid
-from flowerbed.strategies.contract import Services
+from flowerbed.strategies.contract import Services, primary_of
 from flowerbed.strategies.dp import wrap_dp
 from flowerbed.strategies.registry import build_strategy
 
@@ -201,7 +202,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
     loop.begin(first_round)
     info = RunInfo(run_dir=run_dir or Path("."), config=cfg.as_dict(),
                    num_rounds=cfg.num_server_rounds, name=run_name(cfg) if run_dir is None
-                   else run_dir.name, first_round=first_round)
+                   else run_dir.name, first_round=first_round, primary=primary_of(strategy))
     trackers.on_train_begin(info)
     status, error = "completed", None
     try:
@@ -214,6 +215,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
         raise
     finally:
         summary = summarize(cfg, loop.records, ledger, run_dir, t0, status, error)
+        summary["primary"] = primary_summary(info.primary, loop.records)
         summary["records"] = loop.records
         trackers.on_train_end(summary)
         summary.pop("records", None)

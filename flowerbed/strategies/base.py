@@ -81,6 +81,8 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
 
     Params = CentralizedParams
     state_fields = ("rng", "global_state", "rejected", "attempts", "skipped")
+    primary_metric = "test_accuracy"  # the global model on the server's test set
+    primary_label = "test accuracy"
 
     def __init__(self, params: CentralizedParams, services: Services) -> None:
         FlowerFedAvg.__init__(self, fraction_train=params.fraction_train,

@@ -65,6 +65,21 @@ class Services:
     build_model: Callable[[int, int], Any] | None = None
 
 
+@dataclass(frozen=True)
+class Primary:
+    """The metric a run is judged by: its record key, its name on screen, and the keys of
+    metrics shown next to it."""
+
+    metric: str = "test_accuracy"
+    label: str = "test accuracy"
+    companions: tuple[str, ...] = ()
+
+
+def primary_of(strategy: Any) -> Primary:
+    """The strategy's primary metric; test accuracy for a strategy outside the contract."""
+    return strategy.primary() if isinstance(strategy, PlatformStrategy) else Primary()
+
+
 class PlatformStrategy:
     """Mixin of the contract (see the module docstring); bases set ``params``/``services``."""
 
@@ -73,8 +88,11 @@ class PlatformStrategy:
     # True for decentralized strategies: what they send through the server is simulation
     # plumbing, so the platform does not count it; they record peer messages themselves.
     routes_through_server: ClassVar[bool] = False
-    # the metric a run of this strategy is judged by (summary, console, plots, reports)
+    # the metric a run of this strategy is judged by (summary, console, plots, reports), what
+    # to call it on screen, and metrics always shown next to it
     primary_metric: ClassVar[str] = "test_accuracy"
+    primary_label: ClassVar[str] = "test accuracy"
+    companion_metrics: ClassVar[tuple[str, ...]] = ()
 
     params: Any
     services: Services
@@ -84,6 +102,10 @@ class PlatformStrategy:
         """Reject parameters that cannot work with ``num_nodes`` nodes (ConfigError), before
         anything starts. Override to add checks; call ``super()``."""
         return None
+
+    def primary(self) -> Primary:
+        """The declared primary metric; override when it depends on the parameters."""
+        return Primary(self.primary_metric, self.primary_label, self.companion_metrics)
 
     def round_metrics(self, server_round: int) -> dict[str, float]:
         """Extra per-round metrics (logged with the platform's)."""
@@ -132,4 +154,5 @@ def messages(contents: Iterable[tuple[int, RecordDict]], message_type: str, grou
                     group_id=group_id) for node, content in contents]
 
 
-__all__ = ["PeerLedger", "PlatformStrategy", "Services", "build", "messages", "payload"]
+__all__ = ["PeerLedger", "PlatformStrategy", "Primary", "Services", "build", "messages",
+           "payload", "primary_of"]

@@ -97,6 +97,10 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
 
     Params = DecentralizedParams
     routes_through_server = True
+    # the platform evaluates report_state(), x-bar; the sampled node models' mean beside it
+    primary_metric = "test_accuracy"
+    primary_label = "x-bar accuracy"
+    companion_metrics = ("node_accuracy_mean",)
     state_fields = ("x", "like", "rng", "failed")
     scratch_fields = ("metrics",)  # a round's node metrics, computed in that round
 

@@ -34,7 +34,7 @@ from flwr.serverapp import strategy as flower
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import Key, non_negative, one_of, positive, unit_interval
 from flowerbed.core.state import scratch_fields
-from flowerbed.strategies.contract import PlatformStrategy
+from flowerbed.strategies.contract import PlatformStrategy, Primary, primary_of
 
 WRAPPERS = {
     "server-fixed": flower.DifferentialPrivacyServerSideFixedClipping,
@@ -71,9 +71,8 @@ class DPContract(PlatformStrategy):
     def services(self) -> Any:
         return self.strategy.services
 
-    @property
-    def primary_metric(self) -> str:  # type: ignore[override]
-        return getattr(self.strategy, "primary_metric", "test_accuracy")
+    def primary(self) -> Primary:
+        return primary_of(self.strategy)
 
     def evaluation_state(self, state: Any) -> Any:
         return self.strategy.evaluation_state(state)

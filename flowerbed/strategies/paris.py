@@ -24,7 +24,8 @@ parameters every few rounds instead. Here:
 - evaluation: the platform evaluates the experts' average (1/E) sum_e x_e; the extra
   metrics give every expert's test accuracy and the routed ensemble's, whose prediction is
   sum_e p_r(e | x) softmax(f_e(x)) (``routing`` soft), renormalised over the top-k
-  router probabilities (topk, ``routing-k``), or the top expert only (top1).
+  router probabilities (topk, ``routing-k``), or the top expert only (top1). With a
+  router the run's primary metric is ``ensemble_accuracy``; without one, the average's.
 
 Expert e starts from the run's model initialised with seed ``seed + e`` (the exercise's
 "expert i uses seed i"), so expert 0 is the run's usual initial model.
@@ -50,7 +51,7 @@ from flowerbed.core.arrays import State, from_record, module_state, to_record
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import non_negative, one_of, param, positive
 from flowerbed.strategies.base import CentralizedParams, CentralizedStrategy, ClientUpdate
-from flowerbed.strategies.contract import Services, messages, payload
+from flowerbed.strategies.contract import Primary, Services, messages, payload
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,11 @@ class Paris(CentralizedStrategy):
     state_fields = ("groups",)
     # unpacked from the round's global arrays (the base's state) before each use; a cache
     scratch_fields = ("experts", "router", "_evaluated", "_modules")
+    # with a router (sync-every = 0) the run is judged by the routed ensemble, not by the
+    # parameter average of unrelated experts (test_accuracy); see primary()
+    primary_metric = "ensemble_accuracy"
+    primary_label = "routed ensemble accuracy"
+    companion_metrics = ("averaged_accuracy", "router_accuracy")
 
     def __init__(self, params: ParisParams, services: Services) -> None:
         super().__init__(params, services)
@@ -134,6 +140,18 @@ class Paris(CentralizedStrategy):
         super().check_params(params, num_nodes)
         if params.experts > num_nodes:
             raise ConfigError("experts", params.experts, f"must be <= num-clients ({num_nodes})")
+
+    @property
+    def has_router(self) -> bool:
+        """Whether start() trains a router, so the ensemble is evaluated (round_metrics)."""
+        return (self.params.sync_every == 0 and self.services.build_model is not None
+                and self.services.test_data is not None)
+
+    def primary(self) -> Primary:
+        if self.has_router:
+            return super().primary()
+        # no router: the experts' parameter average is the model (periodic averaging)
+        return Primary("test_accuracy", "experts' average accuracy")
 
     # --- the experts (and router) as one ArrayRecord
     def pack(self) -> State:

@@ -201,13 +201,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from flowerbed.tools.report import write_report
+    """One sweep folder (it has results.jsonl): its report; otherwise run folders (or
+    folders of them), grouped into configurations that differ only by seed."""
+    from flowerbed.tools.report import write_report, write_runs_report
 
+    paths = [Path(p) for p in args.paths]
     try:
-        path = write_report(Path(args.sweep_dir), args.out)
+        if len(paths) == 1 and (paths[0] / "results.jsonl").exists():
+            path = write_report(paths[0], args.out)
+        else:
+            path = write_runs_report(paths, args.out or "report")
     except FileNotFoundError as err:
         return _fail(err)
     print(f"flowerbed: report {path}")
+    print(f"flowerbed: table and plots in {path.parent}: "
+          + ", ".join(sorted(p.name for p in path.parent.glob("*.png"))))
     return 0
 
 
@@ -265,9 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--app", default=".", help="the Flower app folder (engine 'flower')")
     sw.add_argument("--report", action="store_true", help="write the report afterwards")
     sw.set_defaults(func=cmd_sweep)
-    rp = sub.add_parser("report", help="Markdown table and plots of a sweep folder")
-    rp.add_argument("sweep_dir")
-    rp.add_argument("--out", help="report folder (default: the sweep's report-dir)")
+    rp = sub.add_parser("report", help="Markdown table and plots of a sweep folder or of any "
+                        "run folders")
+    rp.add_argument("paths", nargs="+", metavar="PATH",
+                    help="a sweep folder, or run folders (or folders of run folders)")
+    rp.add_argument("--out", help="report folder (default: the sweep's report-dir; for run "
+                    "folders ./report)")
     rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("experiment", help="run experiments/<name>.toml and write its report "
                         "into experiments/results/<name>/")

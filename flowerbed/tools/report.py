@@ -1,10 +1,18 @@
-"""Sweep reports: a Markdown table (mean +- std over seeds) and PNG plots per configuration.
+"""Reports: a Markdown table (mean +- std over seeds) and PNG plots per configuration.
 
-Reads a sweep folder (``results.jsonl``, ``sweep.json`` and every run's ``metrics.jsonl``)
-and writes ``report.md``, ``accuracy_vs_round.png``, ``accuracy_vs_bytes.png`` and a copy
-of ``results.jsonl`` into the report folder. The std is the sample std over seeds
-(ddof = 1; 0 with one seed). Reports group runs by configuration label (see
-:mod:`flowerbed.tools.sweep`), in sweep order.
+Reads a sweep folder (``results.jsonl``, ``sweep.json`` and every run's ``metrics.jsonl``),
+or any run folders (:func:`write_runs_report`: ad-hoc runs, grouped into configurations
+that differ only by seed), and writes ``report.md``, ``<metric>_vs_round.png``,
+``<metric>_vs_bytes.png``, ``final_<metric>.png`` (bars with ± std error bars) and
+``results.jsonl`` into the report folder. The std is the sample std over seeds (ddof = 1; 0
+with one seed). Reports group runs by configuration label (see :mod:`flowerbed.tools.sweep`),
+in sweep order.
+
+The metric is the sweep's ``[report] metric`` when it names one; otherwise each
+configuration's own primary metric (what its strategy declares, in ``summary.json``), so a
+routed Paris ensemble is judged by its ensemble accuracy and FedAvg by its test accuracy.
+Plots follow :mod:`flowerbed.run.trackers.plot_rules` (<= 8 curves per panel, facets by
+``[report] facet``, integer round ticks, bands clipped to the metric's range).
 """
 
 from __future__ import annotations
@@ -19,7 +27,18 @@ from typing import Any
 
 import numpy as np
 
+from flowerbed.run.trackers.plot_rules import (
+    clip_band,
+    facet,
+    final_bars,
+    integer_rounds,
+    legend_below,
+    panel_grid,
+)
+from flowerbed.run.trackers.primary import is_accuracy, metric_label, primary_from
+
 MIB = 2**20
+PRIMARY = "primary"  # [report] metric = "primary": each configuration's own primary metric
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -203,14 +222,31 @@ def scaling_plot(results: list[dict[str, Any]], choice: dict[str, Any], x: str, 
     return path
 
 
-def curves(results: list[dict[str, Any]], metric: str, sweep_dir: Path
+def metric_of(r: dict[str, Any], metric: str | None) -> str:
+    """The metric a results line is judged by: ``metric``, or (None / "primary") the run's
+    own primary metric."""
+    return metric if metric and metric != PRIMARY else primary_from(r).metric
+
+
+def plot_stem(metrics: list[str]) -> str:
+    """What the plots' file names say they plot: the metric, "accuracy" when every one is an
+    accuracy, "primary_metric" when they are of different kinds."""
+    unique = list(dict.fromkeys(metrics))
+    if unique and all(is_accuracy(m) for m in unique):
+        return "accuracy"
+    return unique[0] if len(unique) == 1 else "primary_metric"
+
+
+def curves(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path
            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per label: rounds, mean and std of ``metric`` over seeds, mean cumulative bytes.
+    """Per label: rounds, mean and std of ``metric`` (None: the label's primary metric) over
+    seeds, mean cumulative bytes.
 
     Only rounds every seed evaluated are kept, so each point averages all seeds.
     """
     out = {}
     for label, runs in by_label(results).items():
+        key = metric_of(runs[0], metric)
         per_seed: list[dict[int, tuple[float, float]]] = []
         for r in runs:
             path = sweep_dir / r["run_dir"] / "metrics.jsonl"
@@ -219,7 +255,7 @@ def curves(results: list[dict[str, Any]], metric: str, sweep_dir: Path
             pts = {}
             for line in path.read_text().splitlines():
                 rec = json.loads(line) if line.strip() else {}
-                v = rec.get(metric)
+                v = rec.get(key)
                 if isinstance(v, int | float) and math.isfinite(v):
                     b = sum(rec.get(k, 0) for k in ("cum_bytes_down", "cum_bytes_up",
                                                     "cum_bytes_p2p"))
@@ -235,33 +271,106 @@ def curves(results: list[dict[str, Any]], metric: str, sweep_dir: Path
     return out
 
 
-def plot(results: list[dict[str, Any]], metric: str, sweep_dir: Path, out_dir: Path,
-         title: str, logy: bool = False) -> list[Path]:
+def _metrics_by_label(results: list[dict[str, Any]], metric: str | None) -> dict[str, str]:
+    return {label: metric_of(runs[0], metric) for label, runs in by_label(results).items()}
+
+
+def _names_by_label(results: list[dict[str, Any]], metric: str | None) -> dict[str, str]:
+    """What each configuration's plotted metric is called: its strategy's name for its
+    primary metric, or the metric's."""
+    return {label: (primary_from(runs[0]).label if metric in (None, PRIMARY)
+                    else metric_label(metric)) for label, runs in by_label(results).items()}
+
+
+def _axis_label(metrics: dict[str, str]) -> tuple[str, bool]:
+    """The y label of plots of these labels' metrics, and whether it is one metric."""
+    kinds = set(metrics.values())
+    if len(kinds) == 1:
+        return metric_label(kinds.pop()), True
+    if all(is_accuracy(m) for m in kinds):
+        return "accuracy (primary metric)", False
+    return "primary metric", False
+
+
+def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out_dir: Path,
+         title: str, logy: bool = False, facet_by: str | None = None) -> list[Path]:
+    """``<stem>_vs_round.png`` and ``<stem>_vs_bytes.png``: mean ± std over seeds per
+    configuration, at most 8 curves a panel, one panel group per value of the parameter
+    ``facet_by``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = curves(results, metric, sweep_dir)
+    groups = by_label(results)
+    metrics = _metrics_by_label(results, metric)
+    names = _names_by_label(results, metric)
+    ylabel, single = _axis_label({k: metrics[k] for k in data} or metrics)
+    stem = plot_stem(list(metrics.values()))
+    facet_of = ({label: f"{facet_by} = {groups[label][0]['params'].get(facet_by)}"
+                 for label in data} if facet_by else None)
+    panels = facet(list(data), facet_of)
     paths = []
-    for xname, fname in (("round", "accuracy_vs_round.png"),
-                         ("bytes", "accuracy_vs_bytes.png")):
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for label, (rounds, mean, std, nbytes) in data.items():
-            x = rounds if xname == "round" else nbytes / MIB
-            line, = ax.plot(x, mean, label=label)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
-               ylabel=metric, title=f"{title}: {metric} (mean ± std over seeds)",
-               yscale="log" if logy else "linear")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for xname, fname in (("round", f"{stem}_vs_round.png"), ("bytes", f"{stem}_vs_bytes.png")):
+        fig, axes = panel_grid(len(panels), width=9.0 if len(panels) == 1 else 6.0)
+        for ax, (ptitle, labels) in zip(axes, panels, strict=False):
+            for label in labels:
+                rounds, mean, std, nbytes = data[label]
+                x = rounds if xname == "round" else nbytes / MIB
+                name = label if single else f"{label}: {names[label]}"
+                line, = ax.plot(x, mean, label=name)
+                lo, hi = clip_band(metrics[label], mean, std)
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+            ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
+                   ylabel=ylabel, title=ptitle, yscale="log" if logy else "linear")
+            if xname == "round":
+                integer_rounds(ax)
+            ax.grid(alpha=0.3)
+            if labels:
+                legend_below(ax)
+        fig.suptitle(f"{title}: {ylabel}, mean ± std over seeds")
         fig.tight_layout()
         path = out_dir / fname
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # the legends below the panels
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def final_plot(results: list[dict[str, Any]], metric: str | None, out_dir: Path, title: str,
+               log: bool = False) -> Path:
+    """``final_<stem>.png``: the final metric per configuration, mean with ± std error bars
+    over seeds (clipped to the metric's range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = _metrics_by_label(results, metric)
+    named = _names_by_label(results, metric)
+    xlabel, single = _axis_label(metrics)
+    names, means, stds, kinds = [], [], [], []
+    for label, runs in by_label(results).items():
+        m = metrics[label]
+        vals = [r["final"][m] for r in runs if r["final"].get(m) is not None]
+        if not vals:
+            continue
+        mean, std = mean_std(vals)
+        names.append(label if single else f"{label}: {named[label]}")
+        means.append(mean)
+        stds.append(std)
+        kinds.append(m)
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.32 * len(names) + 1.4)))
+    # one clipping range for all bars: that of the metrics' kind
+    final_bars(ax, names, means, stds, kinds[0] if len(set(kinds)) == 1 or all(
+        is_accuracy(k) for k in kinds) else "", f"final {xlabel} (mean ± std over seeds)", log)
+    ax.set_title(f"{title}: final {xlabel}")
+    fig.tight_layout()
+    path = out_dir / f"final_{plot_stem(list(metrics.values()))}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _theory(spec: dict[str, Any], path: str | None
@@ -287,20 +396,33 @@ def _theory(spec: dict[str, Any], path: str | None
     return predict
 
 
-def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Path:
-    """Write the report of a sweep folder; returns the path of ``report.md``."""
-    sweep_dir = Path(sweep_dir)
-    spec = load_spec(sweep_dir)
-    results = load_results(sweep_dir)
-    if out_dir is None:
-        out_dir = spec.get("report_dir") or sweep_dir / "report"
-    out_dir = Path(out_dir)
+def primary_table(results: list[dict[str, Any]], extra: list[str]) -> str:
+    """One line per configuration: its own primary metric (final and best, mean ± std over
+    seeds), the metrics shown next to it (its companions, then ``extra``), MiB, messages."""
+    groups = by_label(results)
+    prim = {label: primary_from(runs[0]) for label, runs in groups.items()}
+    shown = list(dict.fromkeys([c for p in prim.values() for c in p.companions] + extra))
+    head = ["configuration", "seeds", "primary metric", "final", "best",
+            *[f"final {m}" for m in shown], "MiB sent", "messages"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table_rows(results, list(dict.fromkeys(
+            [p.metric for p in prim.values()] + shown))):
+        p = prim[row.label]
+        cells = [row.label, str(len(row.seeds)), f"{p.label} (`{p.metric}`)",
+                 _pm(row.final.get(p.metric)), _pm(row.best.get(p.metric)),
+                 *[_pm(row.final.get(m)) for m in shown], _pm(row.mib, 2),
+                 f"{row.messages[0]:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: dict[str, Any],
+           intro: str) -> Path:
+    """report.md and the plots of ``results`` (run folders relative to ``base_dir``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = spec.get("report", {})
-    metric = rep.get("metric", "test_accuracy")
-    metrics = [metric, *[m for m in rep.get("extra-metrics", []) if m != metric]]
-    name = spec.get("name", sweep_dir.name)
-    rows = table_rows(results, metrics)
+    metric = rep.get("metric") if rep.get("metric") != PRIMARY else None
+    name = spec.get("name", base_dir.name)
     choices = rep.get("choose") or []
     choices = [choices] if isinstance(choices, dict) else list(choices)
     plotted = results
@@ -310,21 +432,35 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
                         bool(ch.get("maximize", True)))
         plotted = [r for key, best, _, _ in picked
                    for r in chosen_runs(results, ch["among"], ch["per"], key, best)]
-    plots = plot(plotted, metric, sweep_dir, out_dir, name, bool(rep.get("log-y", False)))
-    shutil.copyfile(sweep_dir / "results.jsonl", out_dir / "results.jsonl")
+    logy = bool(rep.get("log-y", False))
+    plots = plot(plotted, metric, base_dir, out_dir, name, logy, rep.get("facet"))
+    plots.append(final_plot(plotted, metric, out_dir, name, logy))
     parts = [f"# {name}", ""]
     if spec.get("description"):
         parts += [spec["description"].strip(), ""]
-    parts += [f"{len(results)} runs, W&B group `{spec.get('group', name)}`; mean ± std over "
-              "seeds (sample std). `final` = last round, `best` = best round; MiB and "
-              "messages from the communication ledger (all links, whole run).", "",
-              markdown_table(rows, metrics), ""]
+    parts += [intro + " Mean ± std over seeds (sample std). `final` = last round, `best` = "
+              "best round; MiB and messages from the communication ledger (all links, whole "
+              "run).", ""]
+    extra = list(rep.get("extra-metrics", []))
+    prims = list(dict.fromkeys(primary_from(runs[0]) for runs in by_label(results).values()))
+    if metric is None and len(prims) > 1:
+        parts += ["Each configuration is judged by its strategy's primary metric (column "
+                  "`primary metric`), the one its runs' console, summary.json and curves "
+                  "show.", "", primary_table(results, extra), ""]
+    else:
+        if metric is None:  # one primary metric for all: a column per metric
+            metric = prims[0].metric if prims else "test_accuracy"
+            extra = [*prims[0].companions, *extra] if prims else extra
+            if prims:
+                parts += [f"Judged by {prims[0].label} (`{metric}`).", ""]
+        metrics = list(dict.fromkeys([metric, *extra]))
+        parts += [markdown_table(table_rows(results, metrics), metrics), ""]
     theory = _theory(spec, rep.get("theory"))
     for ch in choices:
-        maximize = bool(ch.get("maximize", True))
+        maximize_ = bool(ch.get("maximize", True))
         per = ch["per"]
         per_text = per if isinstance(per, str) else " and ".join(per)
-        rows_ch = choose(results, ch["among"], per, ch["metric"], maximize)
+        rows_ch = choose(results, ch["among"], per, ch["metric"], maximize_)
         chosen = [chosen_runs(results, ch["among"], per, key, best)
                   for key, best, _, _ in rows_ch]
         shown = [{m: (mean_std(v) if (v := [r["final"][m] for r in runs
@@ -335,7 +471,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
                 preds = [p for r in runs if (p := theory(r)) is not None]
                 row[f"expected {ch['metric']} (theory)"] = mean_std(preds) if preds else None
         parts += [f"## Tuned {ch['among']} per {per_text}", "",
-                  f"The value of {ch['among']} with the {'highest' if maximize else 'lowest'} "
+                  f"The value of {ch['among']} with the {'highest' if maximize_ else 'lowest'} "
                   f"final {ch['metric']} (mean over seeds), for each {per_text}.", "",
                   choice_table(rows_ch, ch["among"], per, ch["metric"],
                                shown if ch.get("show") or theory else None), ""]
@@ -350,5 +486,87 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Pa
     return path
 
 
-__all__ = ["Row", "choice_table", "choose", "chosen_runs", "curves", "markdown_table",
-           "mean_std", "scaling_plot", "table_rows", "write_report"]
+def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+    """Write the report of a sweep folder; returns the path of ``report.md``."""
+    sweep_dir = Path(sweep_dir)
+    spec = load_spec(sweep_dir)
+    results = load_results(sweep_dir)
+    if out_dir is None:
+        out_dir = spec.get("report_dir") or sweep_dir / "report"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sweep_dir / "results.jsonl", out_dir / "results.jsonl")
+    name = spec.get("name", sweep_dir.name)
+    return render(results, sweep_dir, out_dir, {"name": name, **spec},
+                  f"{len(results)} runs, W&B group `{spec.get('group', name)}`.")
+
+
+# run-config keys that say where and how a run was recorded, not what was run
+BOOKKEEPING = ("seed", "engine", "workers", "output-dir", "run-name", "tracking", "wandb",
+               "wandb-project", "wandb-group", "checkpoint-every", "resume-from", "progress",
+               "models-memory-gib", "vmap")
+
+
+def run_folders(paths: list[Path]) -> list[Path]:
+    """Each path is a run folder (it has summary.json) or a folder of run folders."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / "summary.json").exists():
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(q for q in p.iterdir() if (q / "summary.json").exists())
+        else:
+            raise FileNotFoundError(f"{p}: no such run folder")
+    if not out:
+        raise FileNotFoundError("no run folder (with summary.json) in "
+                                + ", ".join(map(str, paths)))
+    return list(dict.fromkeys(p.resolve() for p in out))
+
+
+def runs_results(paths: list[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
+    """results.jsonl lines of the completed runs among ``paths`` (see :func:`run_folders`),
+    and the run folders left out (not completed). Runs whose configurations differ only by
+    seed (and bookkeeping) share a label: the run-config keys that differ between
+    configurations, or the strategy when there is one configuration."""
+    from flowerbed.tools.sweep import RunSpec, read_summary, result_line
+
+    done, left = [], []
+    for d in run_folders(paths):
+        s = read_summary(d)
+        (done if s is not None and s.get("status") == "completed" else left).append((d, s))
+    idents = [{k: v for k, v in (s or {}).get("config", {}).items() if k not in BOOKKEEPING}
+              for _, s in done]
+    keys = list(dict.fromkeys(k for i in idents for k in i))
+    varying = [k for k in keys if len({json.dumps(i.get(k), default=str) for i in idents}) > 1]
+    lines = []
+    for (d, s), ident in zip(done, idents, strict=True):
+        assert s is not None
+        label = (", ".join(f"{k}={ident.get(k)}" for k in varying)
+                 or str(ident.get("strategy", d.name)))
+        spec = RunSpec(name=d.name, label=label, params={k: ident.get(k) for k in varying},
+                       seed=int(s["config"].get("seed", 0)), overrides=s["config"],
+                       config=label)
+        lines.append({**result_line(spec, s, d), "run_dir": str(d)})
+    return lines, [d for d, _ in left]
+
+
+def write_runs_report(paths: list[Path | str], out_dir: Path | str = "report") -> Path:
+    """The report of any run folders (ad-hoc runs, not only a sweep's): the table of each
+    configuration's final primary metric (mean ± std over seeds) and the plots, in
+    ``out_dir``; returns the path of ``report.md``."""
+    results, left = runs_results([Path(p) for p in paths])
+    if not results:
+        raise FileNotFoundError(f"no completed run among {', '.join(map(str, left))}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.jsonl").write_text(
+        "".join(json.dumps(r, default=float) + "\n" for r in results))
+    intro = f"{len(results)} runs in {len(by_label(results))} configurations."
+    if left:
+        intro += f" Not completed, left out: {', '.join(d.name for d in left)}."
+    return render(results, Path("."), out_dir, {"name": "report"}, intro)
+
+
+__all__ = ["Row", "choice_table", "choose", "chosen_runs", "curves", "final_plot",
+           "markdown_table", "mean_std", "metric_of", "plot", "plot_stem", "primary_table",
+           "runs_results", "scaling_plot", "table_rows", "write_report", "write_runs_report"]

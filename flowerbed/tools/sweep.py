@@ -249,7 +249,8 @@ def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[s
             "params": spec.params, "seed": spec.seed,
             "status": summary.get("status"), "wall_time_s": summary.get("wall_time_s"),
             "rounds": summary.get("rounds_completed"), "final": final, "best": best,
-            "totals": totals, "run_dir": f"runs/{spec.name}"}  # relative to the sweep folder
+            "totals": totals, "primary": summary.get("primary"),
+            "run_dir": f"runs/{spec.name}"}  # relative to the sweep folder
 
 
 def write_results(sweep: Sweep) -> Path:

@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from flowerbed.strategies.contract import Primary
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ class RunInfo:
     num_rounds: int
     name: str
     first_round: int = 1  # > 1 when resuming
+    primary: Primary = field(default_factory=Primary)  # the metric the run is judged by
 
 
 class Tracker:
