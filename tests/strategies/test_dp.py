@@ -75,3 +75,31 @@ def test_dp_settings_are_checked() -> None:
         parse_run_config(tiny(strategy="dsgd", dp="server-fixed"))
     with pytest.raises(ConfigError, match="must be > 0"):
         parse_run_config(tiny(dp="server-fixed", **{"dp-clipping-norm": 0.0}))
+    with pytest.raises(ConfigError) as err:  # Flower's own check, before anything starts
+        parse_run_config(tiny(dp="client-adaptive", **{"dp-noise-multiplier": 2.0,
+                                                      "num-clients": 8}))
+    assert err.value.key == "dp-noise-multiplier" and "clipped_count_stddev" in str(err.value)
+
+
+def rdp_epsilon_full_participation(sigma: float, rounds: int, delta: float) -> float:
+    """By hand: the Gaussian mechanism (sensitivity 1, std sigma) is (a, a / (2 sigma^2))-RDP;
+    T rounds compose to T a / (2 sigma^2); to (eps, delta) by Balle et al. (2020, Thm. 21),
+    minimised over the orders a = 1.1, 1.2, ..., 10.9, 12, ..., 63."""
+    orders = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
+    return min(rounds * a / (2 * sigma**2) - (math.log(delta) + math.log(a)) / (a - 1)
+               + math.log((a - 1) / a) for a in orders)
+
+
+def test_privacy_spent_is_accounted_per_release() -> None:
+    over = {"dp-noise-multiplier": 2.0, "num-server-rounds": 3, "dp-delta": 1e-5}
+    res, _ = run(dp="server-fixed", **over)  # every client trains: sampling rate 1
+    eps = [r["dp_epsilon"] for r in res.records]
+    assert eps[0] == 0.0 and eps[1] < eps[2] < eps[3]
+    for t in (1, 2, 3):
+        assert eps[t] == pytest.approx(rdp_epsilon_full_participation(2.0, t, 1e-5), rel=1e-9)
+    sampled, _ = run(dp="client-fixed", **over, **{"fraction-train": 0.25})
+    assert 0 < sampled.records[-1]["dp_epsilon"] < eps[-1]  # subsampling amplifies
+    assert res.strategy.notes()["dp"]["sample_rate"] == 1.0
+    adaptive, _ = run(dp="server-adaptive", **{**over, "dp-noise-multiplier": 0.1})
+    assert "dp_epsilon" not in adaptive.records[-1]  # not accounted, and said so
+    assert adaptive.strategy.notes()["dp"]["accountant"] is None
