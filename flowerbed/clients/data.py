@@ -22,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -245,16 +246,31 @@ def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...
     from flwr_datasets import FederatedDataset
 
     name = cfg.dataset.removeprefix("hf:")
-    fds = FederatedDataset(dataset=name, partitioners={"train": cfg.num_clients},
-                           seed=cfg.seed)
-    train = fds.load_split("train")
+    kwargs: dict[str, Any] = {"dataset": name}
+    local = Path(name).expanduser()
+    if local.is_file():  # one data file: datasets' builder of its format
+        builder = DATA_FILE_BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise ConfigError("dataset", cfg.dataset, "a local data file must be one of "
+                              + ", ".join(DATA_FILE_BUILDERS) + " (or a folder of them)")
+        kwargs = {"dataset": builder, "data_files": str(local)}
+    try:
+        fds = FederatedDataset(**kwargs, partitioners={"train": cfg.num_clients},
+                               seed=cfg.seed)
+        train = fds.load_split("train")
+    except ConfigError:
+        raise
+    except Exception as err:  # not on the Hub (or it is unreachable), no data files, ...
+        raise ConfigError("dataset", cfg.dataset, "cannot load it as a Hugging Face dataset, "
+                          f"local folder or data file: {type(err).__name__}: {err}") from None
+    if len(train) == 0:
+        raise ConfigError("dataset", cfg.dataset, "its train split has no rows")
     try:
         test = fds.load_split("test")
     except (ValueError, KeyError):
         split = train.train_test_split(test_size=cfg.test_fraction, seed=cfg.seed)
         train, test = split["train"], split["test"]
-    feature = cfg.feature_column or next(
-        c for c in train.column_names if c not in (cfg.label_column, "client_id"))
+    feature = _check_columns(cfg, train.column_names)
     sample = _to_array(train.select(range(1)), feature)
     shape = tuple(sample.shape[1:]) or (1,)
     if len(shape) == 2:
@@ -263,6 +279,29 @@ def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...
     classes = (labels.num_classes if hasattr(labels, "num_classes")
                else int(max(train.unique(cfg.label_column))) + 1)
     return train, test, shape, classes, feature
+
+
+DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                      ".parquet": "parquet", ".txt": "text"}
+LABEL_PARTITIONERS = ("dirichlet", "pathological", "shard")  # they split on partition-by
+
+
+def _check_columns(cfg: Config, columns: list[str]) -> str:
+    """The feature column; ConfigError if a configured column is not in the data."""
+    have = ", ".join(repr(c) for c in columns)
+    named = [("label-column", cfg.label_column), ("feature-column", cfg.feature_column)]
+    if cfg.partitioner in LABEL_PARTITIONERS:
+        named.append(("partition-by", cfg.partition_by))
+    for key, column in named:
+        if column and column not in columns:
+            raise ConfigError(key, column, f"{cfg.dataset} has no such column; its columns "
+                              f"are {have}")
+    feature = cfg.feature_column or next(
+        (c for c in columns if c not in (cfg.label_column, "client_id")), None)
+    if feature is None:
+        raise ConfigError("feature-column", cfg.feature_column, f"{cfg.dataset} has no column "
+                          f"besides the label column {cfg.label_column!r}: {have}")
+    return feature
 
 
 def _partition_rows(train: datasets.Dataset, partitioner: Any, n: int) -> list[np.ndarray]:
@@ -360,6 +399,10 @@ def check_data_config(cfg: Config) -> None:
                           + " or 'hf:<hub name or local path>'")
     if ds == "hf:":
         raise ConfigError("dataset", ds, "'hf:' needs a dataset name, e.g. 'hf:ylecun/mnist'")
+    path = ds.removeprefix("hf:")
+    if ds.startswith("hf:") and path.startswith(("/", "./", "../", "~")) and not (
+            Path(path).expanduser().exists()):
+        raise ConfigError("dataset", ds, f"no such local folder or file: {path}")
     if cfg.partitioner not in PARTITIONERS:
         raise ConfigError("partitioner", cfg.partitioner,
                           "must be one of " + ", ".join(PARTITIONERS))

@@ -74,7 +74,13 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
     factory = load_object(cfg.model, "model") if is_import_path(cfg.model) else MODELS[cfg.model]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed if seed is None else seed)
-        model = factory(tuple(input_shape), num_classes, cfg)
+        try:
+            model = factory(tuple(input_shape), num_classes, cfg)
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError("model", cfg.model, f"its factory raised {type(err).__name__}: "
+                              f"{err}") from err
     if not isinstance(model, nn.Module):
         raise ConfigError("model", cfg.model, "the factory must return a torch.nn.Module")
     return model

@@ -21,6 +21,9 @@ def load_object(path: str, key: str, base: type | None = None) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError(key, path, f"cannot import module {module_name!r} ({err})") from err
+    except Exception as err:  # the module itself is broken: a syntax error, a raise, ...
+        raise ConfigError(key, path, f"importing module {module_name!r} failed: "
+                          f"{type(err).__name__}: {err}") from err
     try:
         obj = getattr(module, attr)
     except AttributeError as err:

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import random
-import tempfile
+import uuid
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -102,7 +102,8 @@ def save(run_dir: Path, doc: dict[str, Any]) -> Path:
     meta, arrays = split_arrays(doc)
     arrays[_JSON] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = Path(run_dir) / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"  # the user's umask applies
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **arrays)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flowerbed.clients import keys as client_keys
@@ -46,13 +47,30 @@ RUN_KEYS: tuple[Key, ...] = (
         "values); for plain flwr run, which only accepts the keys listed here"),
     Key("num-server-rounds", 20, "rounds (decentralized: gossip steps)", positive),
     Key("num-clients", 100, "virtual clients / nodes N", positive),
-    Key("seed", 42, "drives partitioning, participation, sampling, init and shuffling"),
+    Key("seed", 42, "drives partitioning, participation, sampling, init and shuffling",
+        lambda v: None if 0 <= v < 2**32 else "must be in 0..4294967295 (2**32 - 1, the "
+        "range NumPy and scikit-learn seed from)"),
 )
+
+
+def one_path_component(v: Any) -> str | None:
+    """A run name is one folder name inside output-dir ('' = the automatic one)."""
+    if v == "":
+        return None
+    if not v.strip():
+        return "must not be blank ('' = strategy-dataset-timestamp)"
+    if any(c in v for c in ("/", "\\", "\0")):
+        return "must be one folder name, without '/' or '\\'"
+    if v.startswith("."):
+        return "must not start with '.' (no '.', '..' or hidden folders)"
+    return None
+
 
 OUTPUT_KEYS: tuple[Key, ...] = (
     Key("eval-every", 1, "centralized evaluation every this many rounds", positive),
     Key("output-dir", "outputs", "parent folder of the run folders"),
-    Key("run-name", "", "run folder name ('' = strategy-dataset-timestamp)"),
+    Key("run-name", "", "run folder name ('' = strategy-dataset-timestamp)",
+        one_path_component),
     Key("tracking", True, "write metrics.jsonl, summary.json, curves.png and a W&B run"),
     Key("wandb", True, "log to W&B (offline without an API key)"),
     Key("wandb-project", "flowerbed", "W&B project"),
@@ -182,6 +200,28 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     return cfg
 
 
+def check_paths(cfg: RunConfig, base: Path | None = None) -> None:
+    """Reject output-dir and resume-from values that name what cannot be used, on the machine
+    that writes the run folder (relative paths are relative to ``base``, default the current
+    folder). Not part of :func:`parse_run_config`: clients parse the config too, elsewhere."""
+    root = Path.cwd() if base is None else base
+
+    def local(value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else root / path
+
+    if cfg.tracking:
+        out = local(cfg.output_dir)
+        blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ConfigError("output-dir", cfg.output_dir, f"{blocker} is a file, not a folder; "
+                              "name a folder (it is created if missing)")
+    if cfg.resume_from:
+        folder = local(cfg.resume_from)
+        if not folder.is_dir():
+            raise ConfigError("resume-from", cfg.resume_from, f"no such run folder: {folder}")
+
+
 def defaults() -> dict[str, Any]:
     """The default value of every key (what an empty run config means)."""
     return {k.name: k.default for k in KEYS}
@@ -206,5 +246,5 @@ def describe(keys: Iterable[Key] = KEYS) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["KEYS", "STRATEGY_PARAMS", "ConfigError", "RunConfig", "defaults", "describe",
-           "parse_run_config", "pyproject_section", "strategy_keys"]
+__all__ = ["KEYS", "STRATEGY_PARAMS", "ConfigError", "RunConfig", "check_paths", "defaults",
+           "describe", "parse_run_config", "pyproject_section", "strategy_keys"]

@@ -28,7 +28,7 @@ from flowerbed.core.arrays import State, module_state, to_record
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.validation import shapes_of
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
-from flowerbed.run.config import RunConfig
+from flowerbed.run.config import RunConfig, check_paths
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
@@ -37,7 +37,7 @@ from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation_patterns import build_participation
 from flowerbed.simulation.transport import FlowerTransport, InProcessTransport, Transport
 from flowerbed.simulation.virtual_grid import VirtualGrid
-from flowerbed.strategies.contract import Services, primary_of
+from flowerbed.strategies.contract import PlatformStrategy, Services, primary_of
 from flowerbed.strategies.dp import wrap_dp
 from flowerbed.strategies.registry import build_strategy
 
@@ -94,8 +94,20 @@ def build_trackers(cfg: RunConfig) -> list[Tracker]:
     return trackers
 
 
+def had_update(record: dict[str, Any]) -> bool:
+    """Whether round ``record`` applied an update: a training reply arrived that the strategy
+    did not reject, and it did not skip the round (too few replies); round 0 is the initial
+    model."""
+    return (record["round"] >= 1
+            and record.get("participants", 0) > record.get("rejected_updates", 0)
+            and not record.get("round_skipped", 0))
+
+
 def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run_dir: Path | None,
               t0: float, status: str, error: str | None = None) -> dict[str, Any]:
+    updated = sum(1 for r in records if had_update(r))
+    if status == "completed" and updated == 0:
+        status = "no-updates"  # it ran to the end, but nothing was ever trained in
     ev = [r for r in records if r.get("test_accuracy") is not None]
     best = max(ev, key=lambda r: r["test_accuracy"]) if ev else {}
     final = records[-1] if records else {}
@@ -104,7 +116,8 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
         "error": error,
         "run_dir": str(run_dir) if run_dir else None,
         "config": cfg.as_dict(),
-        "rounds_completed": max((r["round"] for r in records), default=0),
+        "rounds_completed": updated,  # rounds whose update changed the model(s)
+        "rounds_skipped": sum(1 for r in records if r["round"] >= 1 and not had_update(r)),
         "wall_time_s": time.time() - t0,
         "final": {k: final.get(k) for k in ("round", "test_accuracy", "test_loss", "train_loss")
                   if k in final},
@@ -117,6 +130,16 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
                       for k in (*FAULT_COUNTS, "faults_injected", "round_skipped")},
                    "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records)},
     }
+
+
+def strategy_notes(strategy: Any) -> list[str]:
+    """The strategy's notes on how it set itself up (e.g. a clamped value), each logged as a
+    WARNING now and kept for summary.json."""
+    notes = strategy.notes() if isinstance(strategy, PlatformStrategy) else {}
+    out = [f"{key}: {text}" for key, text in notes.items()]
+    for note in out:
+        log.warning("strategy %s: %s", type(strategy).__name__, note)
+    return out
 
 
 def ensure_task_identity() -> None:
@@ -153,6 +176,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
     """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process."""
     t0 = time.time()
+    check_paths(cfg)
     if grid is None:
         ensure_task_identity()
     seed_everything(cfg.seed)
@@ -180,6 +204,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                         test_data=(data.test_x, data.test_y),
                         build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
     strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
+    notes = strategy_notes(strategy)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),
@@ -216,6 +241,14 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
     finally:
         summary = summarize(cfg, loop.records, ledger, run_dir, t0, status, error)
         summary["primary"] = primary_summary(info.primary, loop.records)
+        summary["notes"] = notes
+        if hasattr(strategy, "privacy"):  # a DP run (flowerbed.strategies.dp)
+            summary["privacy"] = strategy.privacy()
+        if summary["status"] == "no-updates":
+            log.warning("NO UPDATES: none of the %d rounds applied a single update (no "
+                        "training reply arrived, or every round was skipped); the model is "
+                        "the initial one. Check participation, faults and min-replies.",
+                        cfg.num_server_rounds)
         summary["records"] = loop.records
         trackers.on_train_end(summary)
         summary.pop("records", None)

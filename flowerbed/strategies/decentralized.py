@@ -39,7 +39,12 @@ from flowerbed.core.rng import Stream, stream
 from flowerbed.core.validation import check_reply_arrays, shapes_of
 from flowerbed.strategies.contract import PlatformStrategy, Services, messages, payload
 from flowerbed.strategies.model_store import ModelStore
-from flowerbed.strategies.topologies import TOPOLOGIES, Topology, build_topology
+from flowerbed.strategies.topologies import (
+    TOPOLOGIES,
+    Topology,
+    build_topology,
+    check_topology,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,16 @@ class TopologyParams:
     degree: int = param(4, "random-regular degree / base-(k+1) max degree", positive)
     edge_probability: float = param(0.1, "Erdos-Renyi edge probability",
                                     unit_interval_open_left)
+
+
+def check_topology_params(params: Any, n: int, what: str = "nodes") -> None:
+    """ConfigError if ``params.topology`` cannot exist over n nodes (or slots)."""
+    try:
+        check_topology(params.topology, n, degree=params.degree)
+    except ValueError as err:
+        key = ("degree" if params.topology == "random-regular" and "degree" in str(err)
+               else "topology")
+        raise ConfigError(key, getattr(params, key), f"{err} (over the {n} {what})") from None
 
 
 def topology_of(params: Any, n: int, seed: int) -> Topology:
@@ -103,6 +118,13 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
     companion_metrics = ("node_accuracy_mean",)
     state_fields = ("x", "like", "rng", "failed")
     scratch_fields = ("metrics",)  # a round's node metrics, computed in that round
+
+    @classmethod
+    def check_params(cls, params: Any, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        if num_nodes < 2:
+            raise ConfigError("num-clients", num_nodes, f"{cls.__name__} is decentralized: "
+                              "it needs at least 2 nodes to exchange models")
 
     def __init__(self, params: Any, services: Services) -> None:
         self.params, self.services = params, services

@@ -116,15 +116,19 @@ class DPContract(PlatformStrategy):
 
     def notes(self) -> dict[str, Any]:
         out = dict(self.strategy.notes())
-        if self.rdp is not None:
-            out["dp"] = {"accountant": ACCOUNTANT, "delta": self.delta,
-                         "sample_rate": self.sample_rate,
-                         "noise_multiplier": self.noise_multiplier}
-        else:
-            out["dp"] = {"accountant": None, "why": "adaptive clipping's count is not "
-                         "accounted" if "adaptive" in type(self).__name__.lower()
-                         else "noise multiplier 0: no privacy"}
+        if self.rdp is None:
+            out["dp"] = ("the privacy spent is not accounted: " + (
+                "adaptive clipping's noisy count is not modelled"
+                if "Adaptive" in type(self).__name__ else "the noise multiplier is 0"))
         return out
+
+    def privacy(self) -> dict[str, Any]:
+        """What summary.json says about the run's privacy."""
+        return {"mechanism": type(self).__name__, "noise_multiplier": self.noise_multiplier,
+                "accountant": ACCOUNTANT if self.rdp is not None else None,
+                "sample_rate": self.sample_rate if self.rdp is not None else None,
+                "delta": self.delta if self.rdp is not None else None,
+                "epsilon": self.epsilon()}
 
 
 def sampled_clients(values: Any, num_clients: int) -> int:

@@ -22,6 +22,7 @@ from flowerbed.strategies.decentralized import (
     DecentralizedParams,
     DecentralizedStrategy,
     TopologyParams,
+    check_topology_params,
     topology_of,
 )
 
@@ -34,6 +35,11 @@ class DSGDParams(TopologyParams, DecentralizedParams):
 class DSGD(DecentralizedStrategy):
     Params = DSGDParams
     scratch_fields = ("premerge",)  # computed and reported in the last round
+
+    @classmethod
+    def check_params(cls, params: DSGDParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        check_topology_params(params, num_nodes)
 
     def __init__(self, params: DSGDParams, services: Services) -> None:
         super().__init__(params, services)

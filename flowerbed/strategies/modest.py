@@ -44,9 +44,10 @@ class MoDeST(DecentralizedStrategy):
         self.sources = np.zeros(0, dtype=np.int64)  # previous round's aggregators
 
     def notes(self) -> dict[str, Any]:
-        return {k: f"{v} clamped to num-clients = {self.n}"
-                for k, v in (("trainers", self.params.trainers),
-                             ("aggregators", self.params.aggregators)) if v > self.n}
+        return {k: f"{v} is more than num-clients = {self.n}; using {k} = {used}"
+                for k, v, used in (("trainers", self.params.trainers, self.s),
+                                   ("aggregators", self.params.aggregators, self.a))
+                if v > self.n}
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:
         return x0[None, :].copy()  # the aggregators' common model

@@ -26,6 +26,7 @@ from flowerbed.strategies.decentralized import (
     DecentralizedStrategy,
     TopologyParams,
     available_nodes,
+    check_topology_params,
     topology_of,
 )
 from flowerbed.strategies.topologies import Topology
@@ -44,6 +45,11 @@ class Teleportation(DecentralizedStrategy):
     state_fields = ("holders",)
     scratch_fields = ("universe",)  # per-round sets of a tuner are drawn before each step
 
+    @classmethod
+    def check_params(cls, params: TeleportationParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        check_topology_params(params, min(params.k_active, num_nodes), "active slots (k-active)")
+
     def __init__(self, params: Any, services: Services, k: int | None = None,
                  universe: np.ndarray | None = None, topology: Topology | None = None,
                  resample: bool = True) -> None:
@@ -61,7 +67,8 @@ class Teleportation(DecentralizedStrategy):
 
     def notes(self) -> dict[str, Any]:
         if self.params.k_active > self.n and self.universe is None:
-            return {"k-active": f"{self.params.k_active} clamped to num-clients = {self.n}"}
+            return {"k-active": f"{self.params.k_active} is more than num-clients = {self.n}; "
+                    f"using k-active = {self.k}"}
         return {}
 
     def init_models(self, x0: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ from flowerbed.strategies.decentralized import (
     DecentralizedStrategy,
     TopologyParams,
     available_nodes,
+    check_topology_params,
     topology_of,
 )
 from flowerbed.strategies.teleportation import Teleportation
@@ -68,6 +69,12 @@ class TeleportationTuned(DecentralizedStrategy):
     Params = TeleportationTunedParams
     state_fields = ("candidates", "full", "leader_index", "chosen_k")
     derived_fields = ("x",)  # the leader's slot models, saved with the leader
+
+    @classmethod
+    def check_params(cls, params: TeleportationTunedParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        for k in sorted({*tuning_set(num_nodes), num_nodes}):  # every candidate's slots
+            check_topology_params(params, k, "slots of the candidate k")
 
     def __init__(self, params: TeleportationTunedParams, services: Services) -> None:
         super().__init__(params, services)

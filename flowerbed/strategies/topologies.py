@@ -376,12 +376,16 @@ def _random_regular_edges(n: int, d: int, rng: np.random.Generator) -> np.ndarra
     return None if todo else edges
 
 
-def random_regular(n: int, d: int, seed: int) -> MatrixTopology:
-    """Connected random d-regular graph, weights 1/(d+1) (self included)."""
+def _check_random_regular(n: int, d: int) -> None:
     if not 1 <= d <= n - 1:
         raise ValueError(f"random-regular degree must be in 1..n-1 = {n - 1}, got {d}")
     if (n * d) % 2:
         raise ValueError(f"random-regular needs n * degree even, got n={n}, degree={d}")
+
+
+def random_regular(n: int, d: int, seed: int) -> MatrixTopology:
+    """Connected random d-regular graph, weights 1/(d+1) (self included)."""
+    _check_random_regular(n, d)
     rng = stream(seed, Stream.RANDOM_REGULAR)
     # Dense graphs: sample the sparser complement, which is (n-1-d)-regular.
     complement = d > (n - 1) // 2
@@ -448,6 +452,20 @@ def base_graph(n: int, k: int, name: str) -> MatrixTopology:
     if k < 1:
         raise ValueError(f"base graph needs degree (k) >= 1, got {k}")
     return MatrixTopology(name, base_graph_matrices(n, k))
+
+
+def check_topology(name: str, n: int, *, degree: int = 4) -> None:
+    """Raise ValueError if ``name`` cannot exist on n nodes, without building it (cheap even
+    for large n). Random graphs that may come out disconnected are only found out by
+    :func:`build_topology`."""
+    if name not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGIES)}")
+    if name == "torus":
+        torus_shape(n)
+    elif name == "random-regular":
+        _check_random_regular(n, degree)
+    elif name == "base" and degree < 1:
+        raise ValueError(f"base graph needs degree (k) >= 1, got {degree}")
 
 
 def build_topology(

@@ -18,6 +18,7 @@ from typing import Any
 from flowerbed.core.errors import ConfigError
 from flowerbed.run.config import (
     RunConfig,
+    check_paths,
     describe,
     parse_run_config,
     pyproject_section,
@@ -56,7 +57,9 @@ def overrides(run_config: list[str] | None) -> dict[str, Any]:
 def resolve_config(app_dir: Path, run_config: list[str] | None) -> RunConfig:
     raw = app_config(app_dir)
     raw.update(overrides(run_config))
-    return parse_run_config(raw)
+    cfg = parse_run_config(raw)
+    check_paths(cfg, app_dir)  # what the run folder needs, relative to the app as in cmd_run
+    return cfg
 
 
 def preflight(cfg: RunConfig) -> None:

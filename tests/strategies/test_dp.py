@@ -99,7 +99,9 @@ def test_privacy_spent_is_accounted_per_release() -> None:
         assert eps[t] == pytest.approx(rdp_epsilon_full_participation(2.0, t, 1e-5), rel=1e-9)
     sampled, _ = run(dp="client-fixed", **over, **{"fraction-train": 0.25})
     assert 0 < sampled.records[-1]["dp_epsilon"] < eps[-1]  # subsampling amplifies
-    assert res.strategy.notes()["dp"]["sample_rate"] == 1.0
+    assert res.summary["privacy"]["sample_rate"] == 1.0
+    assert res.summary["privacy"]["epsilon"] == eps[-1] and res.summary["notes"] == []
     adaptive, _ = run(dp="server-adaptive", **{**over, "dp-noise-multiplier": 0.1})
     assert "dp_epsilon" not in adaptive.records[-1]  # not accounted, and said so
-    assert adaptive.strategy.notes()["dp"]["accountant"] is None
+    assert adaptive.summary["privacy"]["epsilon"] is None
+    assert any("not accounted" in note for note in adaptive.summary["notes"])
