@@ -272,3 +272,12 @@ def test_resume_through_flwr_run_matches_uninterrupted(tmp_path, reference):
                 assert g[k] == pytest.approx(w[k], abs=1e-5), (g["round"], k)
             else:
                 assert g[k] == w[k], (g["round"], k)
+
+
+def test_a_checkpoint_gets_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = checkpoint.save(tmp_path, {"round": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
