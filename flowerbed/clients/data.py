@@ -40,7 +40,8 @@ OFFLINE_DATASETS = ("digits", "synthetic", "quadratic")
 PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "natural-id", "linear", "square",
                 "exponential", "kmeans")
 # Keys that change the data a client sees; the cache is keyed on them.
-DATA_KEYS = ("dataset", "feature-column", "label-column", "test-fraction", "partitioner",
+DATA_KEYS = ("dataset", "feature-column", "feature-columns", "label-column", "normalize",
+             "test-fraction", "partitioner",
              "partitioner-alpha", "partition-by", "classes-per-partition",
              "shards-per-partition", "min-partition-size", "synthetic-alpha", "synthetic-beta",
              "synthetic-dim", "synthetic-classes", "synthetic-samples", "synthetic-iid-size",
@@ -66,6 +67,19 @@ class FederatedData:
     # partitioner), else None
     client_clusters: np.ndarray | None = None
     test_clusters: np.ndarray | None = None
+    # the dataset columns the features come from
+    feature_columns: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line on what was built: features, input shape, classes, partition sizes."""
+        cols = self.feature_columns
+        names = (", ".join(cols) if len(cols) <= 6 else
+                 f"{', '.join(cols[:3])}, ..., {cols[-1]} ({len(cols)} columns)")
+        sizes = self.sizes
+        return (f"features {names or '(built in)'}, input shape {self.input_shape}, "
+                f"{self.num_classes} classes, {self.num_clients} clients with "
+                f"{int(sizes.min())}..{int(sizes.max())} examples (median "
+                f"{int(np.median(sizes))}), {len(self.test_y)} test examples")
 
     @property
     def num_clients(self) -> int:
@@ -238,7 +252,8 @@ def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
     return arr
 
 
-def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str]:
+def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str,
+                              tuple[str, ...]]:
     """A Hugging Face dataset through FederatedDataset (hub name or local folder).
 
     Its "test" split stays on the server; without one, test-fraction of "train" is held out.
@@ -270,7 +285,12 @@ def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...
     except (ValueError, KeyError):
         split = train.train_test_split(test_size=cfg.test_fraction, seed=cfg.seed)
         train, test = split["train"], split["test"]
-    feature = _check_columns(cfg, train.column_names)
+    features = _feature_columns(cfg, train)
+    if len(features) > 1:  # tabular: the numeric columns side by side, one vector a row
+        train, test = _stack_columns(train, features), _stack_columns(test, features)
+        feature = STACKED
+    else:
+        feature = features[0]
     sample = _to_array(train.select(range(1)), feature)
     shape = tuple(sample.shape[1:]) or (1,)
     if len(shape) == 2:
@@ -278,7 +298,61 @@ def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...
     labels = train.features[cfg.label_column]
     classes = (labels.num_classes if hasattr(labels, "num_classes")
                else int(max(train.unique(cfg.label_column))) + 1)
-    return train, test, shape, classes, feature
+    return train, test, shape, classes, feature, tuple(features)
+
+
+STACKED = "__features__"  # the column of stacked tabular features
+
+
+def _is_scalar_number(feature: Any) -> bool:
+    import datasets
+
+    return isinstance(feature, datasets.Value) and (
+        feature.dtype.startswith(("int", "uint", "float")) or feature.dtype == "bool")
+
+
+def _feature_columns(cfg: Config, train: datasets.Dataset) -> list[str]:
+    """The columns the features come from (one, or several numeric ones to stack)."""
+    columns = train.column_names
+    have = ", ".join(repr(c) for c in columns)
+    if cfg.feature_columns:
+        chosen = [c.strip() for c in cfg.feature_columns.split(",") if c.strip()]
+        for c in chosen:
+            if c not in columns:
+                raise ConfigError("feature-columns", cfg.feature_columns, f"{cfg.dataset} "
+                                  f"has no column {c!r}; its columns are {have}")
+            if not _is_scalar_number(train.features[c]):
+                raise ConfigError("feature-columns", cfg.feature_columns, f"column {c!r} "
+                                  f"is {train.features[c]}, not a number")
+        return chosen
+    first = _check_columns(cfg, columns)
+    if cfg.feature_column or not _is_scalar_number(train.features[first]):
+        return [first]  # named, or an image / vector column
+    skip = {cfg.label_column, "client_id"}
+    if cfg.partitioner in LABEL_PARTITIONERS:
+        skip.add(cfg.partition_by)
+    numeric = [c for c in columns if c not in skip and _is_scalar_number(train.features[c])]
+    other = [c for c in columns if c not in skip and c not in numeric]
+    if other:
+        log.warning("%s: using the numeric columns as features; not using %s",
+                    cfg.dataset, ", ".join(repr(c) for c in other))
+    return numeric
+
+
+def _stack_columns(ds: datasets.Dataset, columns: list[str]) -> datasets.Dataset:
+    """``ds`` with the scalar ``columns`` replaced by one float32 vector column."""
+    table = ds.with_format("arrow")[:]
+    flat = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), np.float32)
+                     for c in columns], axis=1)
+    vectors = pa_fixed_list(flat)
+    return ds.remove_columns(columns).add_column(STACKED, vectors)
+
+
+def pa_fixed_list(matrix: np.ndarray) -> Any:
+    """A (rows, k) float32 matrix as an Arrow fixed-size-list column (no per-row Python)."""
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
 
 
 DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
@@ -302,6 +376,16 @@ def _check_columns(cfg: Config, columns: list[str]) -> str:
         raise ConfigError("feature-column", cfg.feature_column, f"{cfg.dataset} has no column "
                           f"besides the label column {cfg.label_column!r}: {have}")
     return feature
+
+
+def standardize(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets scaled by the training set's mean and std: per feature for vectors, per
+    channel for (C, H, W) images. Constant features stay at 0."""
+    axes = (0,) if train_x.ndim == 2 else (0, *range(2, train_x.ndim))
+    mean = train_x.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = train_x.std(axis=axes, keepdims=True, dtype=np.float64)
+    std[std == 0] = 1.0
+    return ((train_x - mean) / std).astype(np.float32), ((test_x - mean) / std).astype(np.float32)
 
 
 def _partition_rows(train: datasets.Dataset, partitioner: Any, n: int) -> list[np.ndarray]:
@@ -348,10 +432,10 @@ def load_federation(cfg: Config) -> FederatedData:
 def _load_cached(_key: tuple[Any, ...], cfg: Config) -> FederatedData:
     label = cfg.label_column
     if cfg.dataset.startswith("hf:"):
-        train, test, shape, classes, feature = _hf(cfg)
+        train, test, shape, classes, feature, columns = _hf(cfg)
     else:
         train, test, shape, classes = OFFLINE_BUILDERS[cfg.dataset](cfg)
-        feature = "x"
+        feature, columns = "x", ()
     try:
         partitioner = make_partitioner(cfg, feature)
         parts = _partition_rows(train, partitioner, cfg.num_clients)
@@ -363,6 +447,8 @@ def _load_cached(_key: tuple[Any, ...], cfg: Config) -> FederatedData:
     y_all = np.asarray(train.with_format("numpy")[:][label], dtype=np.int64)
     test_x = _to_array(test, feature).reshape(len(test), *shape)
     test_y = np.asarray(test.with_format("numpy")[:][label], dtype=np.int64)
+    if cfg.normalize == "standardize":
+        x_all, test_x = standardize(x_all, test_x)
     # clients' rows stored contiguously: x[i] and y[i] are views into x_flat and y_flat
     order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     x_flat, y_flat = x_all[order], y_all[order]
@@ -374,7 +460,8 @@ def _load_cached(_key: tuple[Any, ...], cfg: Config) -> FederatedData:
                          y_flat=y_flat, offsets=offsets,
                          client_clusters=getattr(partitioner, "cluster_of", None),
                          test_clusters=(partitioner.clusters(test_x)
-                                        if hasattr(partitioner, "clusters") else None))
+                                        if hasattr(partitioner, "clusters") else None),
+                         feature_columns=tuple(columns))
     empty = [i for i, v in enumerate(data.y) if len(v) == 0]
     if empty:
         raise ConfigError("partitioner", cfg.partitioner,

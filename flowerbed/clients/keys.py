@@ -7,14 +7,20 @@ from flowerbed.core.params import (
     at_least,
     int_list,
     non_negative,
+    one_of,
     positive,
     unit_interval_open_right,
 )
 
 DATA_KEYS: tuple[Key, ...] = (
     Key("dataset", "digits", "offline name (digits, synthetic, ...) or 'hf:<hub name or path>'"),
-    Key("feature-column", "", "HF datasets: the feature column ('' = auto)"),
+    Key("feature-column", "", "HF datasets: the feature column ('' = auto: an image or "
+        "vector column, or else every numeric column)"),
+    Key("feature-columns", "", "HF datasets: comma-separated numeric columns used together "
+        "as the features (tabular data; '' = auto)"),
     Key("label-column", "label", "HF datasets: the label column"),
+    Key("normalize", "none", "features scaled with the training split's statistics: 'none' or "
+        "'standardize' (per feature; images: per channel)", one_of("none", "standardize")),
     Key("test-fraction", 0.2, "held-out share of the data for centralized evaluation",
         unit_interval_open_right),
     Key("partitioner", "dirichlet", "Flower Datasets partitioner (see flowerbed.clients.data)"),

@@ -181,6 +181,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
         ensure_task_identity()
     seed_everything(cfg.seed)
     data = load_federation(cfg)
+    log.info("data %s: %s", cfg.dataset, data.describe())
     model = build_model(cfg, data.input_shape, data.num_classes)
     resume = open_resume(cfg.resume_from, cfg.as_dict(), shapes_of(module_state(model))
                          ) if cfg.resume_from else None

@@ -13,7 +13,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowerbed.core.errors import ConfigError
 from flowerbed.run.config import (
@@ -24,6 +24,9 @@ from flowerbed.run.config import (
     pyproject_section,
     strategy_keys,
 )
+
+if TYPE_CHECKING:
+    from flowerbed.clients.data import FederatedData
 
 
 def app_config(app_dir: Path) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def resolve_config(app_dir: Path, run_config: list[str] | None) -> RunConfig:
     return cfg
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig) -> FederatedData:
     """Build the data and the model once here, so that mistakes only visible then (a CNN
     on tabular data, clients left without examples) fail before Flower starts."""
     import numpy as np
@@ -82,6 +85,7 @@ def preflight(cfg: RunConfig) -> None:
     if tuple(out.shape) != (min(2, len(data.test_y)), data.num_classes):
         raise ConfigError("model", cfg.model, f"outputs {tuple(out.shape[1:])} per example, "
                           f"the data has {data.num_classes} classes")
+    return data
 
 
 def _fail(err: Exception, code: int = 2) -> int:
@@ -92,11 +96,12 @@ def _fail(err: Exception, code: int = 2) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(Path(args.app).resolve(), args.run_config)
-        preflight(cfg)
+        data = preflight(cfg)
     except ConfigError as err:
         return _fail(err)
     print(f"run config OK: strategy={cfg.strategy} dataset={cfg.dataset} "
           f"clients={cfg.num_clients} rounds={cfg.num_server_rounds} engine={cfg.engine}")
+    print(f"data: {data.describe()}")
     return 0
 
 
