@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,3 +28,12 @@ def tiny(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def tiny_config() -> Any:
     return tiny
+
+
+@pytest.fixture
+def flowerbed_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+                   ) -> pytest.LogCaptureFixture:
+    """caplog for the 'flowerbed' logger, even after setup_logging stopped it propagating."""
+    monkeypatch.setattr(logging.getLogger("flowerbed"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="flowerbed")
+    return caplog

@@ -12,14 +12,6 @@ from flowerbed.run.server_app import serve
 from tests.conftest import tiny
 
 
-@pytest.fixture
-def flowerbed_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-                   ) -> pytest.LogCaptureFixture:
-    monkeypatch.setattr(logging.getLogger("flowerbed"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="flowerbed")
-    return caplog
-
-
 def _first_error(caplog: pytest.LogCaptureFixture) -> str:
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors, "nothing was logged at ERROR"

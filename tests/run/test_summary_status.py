@@ -18,15 +18,6 @@ from flowerbed.run.trackers.base import write_json_atomic
 from tests.conftest import tiny
 
 
-@pytest.fixture
-def flowerbed_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-                   ) -> pytest.LogCaptureFixture:
-    """caplog for the 'flowerbed' logger, even after setup_logging stopped it propagating."""
-    monkeypatch.setattr(logging.getLogger("flowerbed"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="flowerbed")
-    return caplog
-
-
 def test_clamped_k_active_is_noted_in_the_log_and_the_summary(
         tmp_path: Path, flowerbed_logs: pytest.LogCaptureFixture) -> None:
     cfg = parse_run_config(tiny(strategy="teleportation", k_active=200, num_server_rounds=1,
