@@ -26,5 +26,9 @@ def main(grid: Grid, context: Context) -> None:
         # Flower marks the run failed only for an exception (SystemExit counts as success)
         log.error("%s", err)
         raise ConfigError(err.key, err.value, err.allowed) from None
-    result = run_experiment(cfg, grid)
+    try:
+        result = run_experiment(cfg, grid)
+    except ConfigError as err:  # e.g. the run folder is locked by another writer
+        log.error("%s", err)
+        raise
     log.info("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")
