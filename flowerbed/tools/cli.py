@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a run from its folder's last checkpoint, with the config it was started with."""
     from flowerbed.run import checkpoint
+    from flowerbed.run.lock import check_free
 
     run_dir = Path(args.run_dir).resolve()
     try:
@@ -139,6 +140,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if args.num_server_rounds:
             raw["num-server-rounds"] = args.num_server_rounds
         cfg = parse_run_config(raw)
+        check_free(run_dir, "resume-from")  # another run or resume still writes there?
     except ConfigError as err:
         return _fail(err)
     if args.in_process:
@@ -146,7 +148,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from flowerbed.run.runner import run_experiment
 
         setup_logging()
-        result = run_experiment(cfg)
+        try:
+            result = run_experiment(cfg)
+        except ConfigError as err:  # e.g. a writer that started since the check
+            return _fail(err)
         print(f"flowerbed: resumed run completed; outputs in {result.run_dir}")
         return 0
     return flwr_run(Path(args.app).resolve(), cfg.for_flower(), args.federation_config,
@@ -175,6 +180,7 @@ def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str]
 def cmd_sweep(args: argparse.Namespace) -> int:
     from flowerbed.tools.sweep import FlowerRunner, SweepError, load_sweep, run_sweep
 
+    sweep = None
     try:
         sweep = load_sweep(args.file, args.output)
         if args.engine:
@@ -187,6 +193,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             results = run_sweep(sweep)
     except (SweepError, ConfigError) as err:
         return _fail(err)
+    except KeyboardInterrupt:
+        if sweep is None:
+            raise
+        return sweep_interrupted(args, sweep)
     print(f"flowerbed: sweep {sweep.name}: results in {results}")
     finished = len(results.read_text().splitlines())
     if finished < len(sweep.runs()):
@@ -197,6 +207,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         print(f"flowerbed: report {write_report(sweep.folder)}")
     return 0
+
+
+def sweep_interrupted(args: argparse.Namespace, sweep: Any) -> int:
+    """Ctrl-C of a sweep: one line with how far it got and how to go on (a rerun skips the
+    finished runs and redoes the interrupted one); exit code 130, as a shell would."""
+    import shlex
+
+    from flowerbed.tools.sweep import finished_runs
+
+    again = ["flowerbed", "sweep", args.file]
+    for flag, value in (("--output", args.output), ("--engine", args.engine),
+                        ("--app", args.app if args.app != "." else None)):
+        if value:
+            again += [flag, value]
+    print(f"flowerbed: sweep {sweep.name} interrupted: {finished_runs(sweep)} of "
+          f"{len(sweep.runs())} runs finished; rerun `{shlex.join(again)}` to continue",
+          file=sys.stderr)
+    return 130
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from flowerbed.run.config import parse_run_config
 from flowerbed.run.lock import LOCK_NAME, FolderBusy, FolderLock
 from flowerbed.run.runner import run_experiment
 from flowerbed.run.trackers.base import RunInfo, Tracker
+from flowerbed.tools.cli import main as cli_main
 from tests.conftest import ROOT, tiny
 
 
@@ -58,7 +59,8 @@ def test_a_run_holds_the_lock_while_it_writes_and_removes_it(tmp_path: Path) -> 
     assert (tmp_path / "r" / "summary.json").exists()
 
 
-def test_resume_next_to_a_live_writer_is_refused(tmp_path: Path) -> None:
+def test_resume_next_to_a_live_writer_is_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = checkpointed_run(tmp_path)
     before = (run_dir / "metrics.jsonl").read_text()
     holder = subprocess.Popen(
@@ -71,6 +73,12 @@ def test_resume_next_to_a_live_writer_is_refused(tmp_path: Path) -> None:
             run_experiment(resume_cfg(run_dir))
         assert str(run_dir) in str(err.value)
         assert f"in use by pid {holder.pid}" in str(err.value)
+        # the CLI: exit 2 with the message, for the in-process and the flwr run path alike
+        for extra in (["--in-process"], []):
+            assert cli_main(["resume", str(run_dir), *extra]) == 2
+            said = capsys.readouterr().err
+            assert f"resume-from = '{run_dir}'" in said
+            assert f"in use by pid {holder.pid}" in said
         assert (run_dir / "metrics.jsonl").read_text() == before  # untouched
     finally:
         holder.communicate("", timeout=60)
