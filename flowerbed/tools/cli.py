@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -161,13 +163,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str] | None,
              out_dir: Path) -> int:
     """``flwr run --stream`` on a private local SuperLink; non-zero unless it completed."""
+    from flowerbed.tools.interrupt import StopRequested, stop_signals
     from flowerbed.tools.superlink import LocalSuperLink
 
     fed = federation_config or [
         f"num-supernodes={os.cpu_count() or 2} client-resources-num-cpus=1"]
     flwr_home = Path(os.environ.get("FLWR_HOME") or app_dir / ".flwr")
-    with LocalSuperLink(flwr_home, cwd=app_dir) as link:
-        outcome = link.run_app(app_dir, values, fed, echo=sys.stdout)
+    started = time.time()
+    link = LocalSuperLink(flwr_home, cwd=app_dir)
+    with stop_signals():
+        try:
+            with link:
+                try:
+                    outcome = link.run_app(app_dir, values, fed, echo=sys.stdout)
+                except StopRequested:
+                    link.stop_run()  # then the SuperLink goes, on leaving the with
+                    raise
+        except StopRequested as stop:
+            what = f"run {link.run_id}" if link.run_id is not None else "the run"
+            print(f"flowerbed: {what} stopped ({signal.Signals(stop.signum).name}); its "
+                  f"folder: {stopped_run_folder(out_dir, started)}", flush=True)
+            return stop.exit_code
     if outcome.run_id is None:
         return _fail(RuntimeError("flwr run did not start the run"), 1)
     if not outcome.completed:
@@ -175,6 +191,15 @@ def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str]
                                   f"{outcome.details}"), 1)
     print(f"flowerbed: run {outcome.run_id} completed; outputs under {out_dir}")
     return 0
+
+
+def stopped_run_folder(out_dir: Path, since: float) -> Path:
+    """The folder a stopped run wrote: ``out_dir`` itself (a resume), else its newest
+    subfolder changed since the run started, else ``out_dir``."""
+    if (out_dir / "metrics.jsonl").exists() or not out_dir.is_dir():
+        return out_dir
+    fresh = [d for d in out_dir.iterdir() if d.is_dir() and d.stat().st_mtime >= since - 1]
+    return max(fresh, key=lambda d: d.stat().st_mtime, default=out_dir)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
