@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from flowerbed.core.errors import ConfigError
 from flowerbed.core.validation import shapes_of
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
 from flowerbed.run.config import RunConfig, check_paths
+from flowerbed.run.lock import FolderLock
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
@@ -172,13 +174,38 @@ def restore(resume: Resume, strategy: Any, loop: RoundLoop) -> State:
     return resume.arrays
 
 
+def ended_by(err: BaseException) -> tuple[str, str | None]:
+    """(status, error) of a run that ``err`` ended: a stop is not a failure.
+
+    Flower stops a run (``flwr stop``, Ctrl-C) by SIGINT/SIGTERM of the ServerApp's process,
+    whose handler calls ``sys.exit(0)``; the in-process engine sees KeyboardInterrupt.
+    """
+    from flwr.supercore.run import RunNotRunningException
+
+    if isinstance(err, KeyboardInterrupt | RunNotRunningException) or (
+            isinstance(err, SystemExit) and err.code in (0, None)):
+        return "stopped", None
+    return "failed", f"{type(err).__name__}: {err}"
+
+
 def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
-    """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process."""
+    """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process.
+
+    The run holds its folder's lock (:mod:`flowerbed.run.lock`) while it writes there.
+    """
+    with ExitStack() as locks:
+        return _run_experiment(cfg, grid, extra_trackers, locks)
+
+
+def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Tracker] | None,
+                    locks: ExitStack) -> RunResult:
     t0 = time.time()
     check_paths(cfg)
     if grid is None:
         ensure_task_identity()
+    if cfg.resume_from:
+        locks.enter_context(FolderLock(cfg.resume_from, "resume-from"))
     seed_everything(cfg.seed)
     data = load_federation(cfg)
     log.info("data %s: %s", cfg.dataset, data.describe())
@@ -214,6 +241,8 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
         run_dir: Path | None = resume.run_dir
     else:
         run_dir = make_run_dir(cfg) if cfg.tracking else None
+        if run_dir is not None:
+            locks.enter_context(FolderLock(run_dir))
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers)
     if run_dir is not None and cfg.checkpoint_every > 0:
@@ -237,7 +266,7 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                        train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                        evaluate_fn=loop, **start_kwargs)
     except BaseException as err:
-        status, error = "failed", f"{type(err).__name__}: {err}"
+        status, error = ended_by(err)
         raise
     finally:
         summary = summarize(cfg, loop.records, ledger, run_dir, t0, status, error)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +19,33 @@ from flowerbed.run.runner import RunResult, run_experiment
 log = logging.getLogger("flowerbed")
 
 app = ServerApp()
+
+STOP_GRACE_S = 20.0  # how long a stopped run may take to write its summary
+
+
+def end_this_thread_on_flower_exit(done: threading.Event) -> None:
+    """When Flower exits this process (``flwr stop``, SIGTERM, SIGINT), end the run too.
+
+    In ``flwr-simulation`` the ServerApp runs in a thread of its own; Flower's signal handler
+    calls ``sys.exit`` in the main thread and force-exits the process 5 s later, so the run
+    would be cut off wherever it is, without a summary. This exit handler (run before that
+    timer starts) raises SystemExit in the run's thread, where :func:`run_experiment`
+    records status "stopped" and writes its summary, and waits for that (bounded).
+    """
+    from flwr.supercore.exit.exit_handler import add_exit_handler
+
+    ident = threading.get_ident()
+
+    def handler() -> None:
+        if done.is_set():
+            return
+        log.warning("flowerbed run stopped by Flower; writing its summary")
+        if ident != threading.get_ident():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                       ctypes.py_object(SystemExit))
+            done.wait(STOP_GRACE_S)
+
+    add_exit_handler(handler, run_before_force_exit=True)
 
 
 def serve(grid: Grid | None, run_config: Mapping[str, Any]) -> RunResult:
@@ -34,5 +63,10 @@ def serve(grid: Grid | None, run_config: Mapping[str, Any]) -> RunResult:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     setup_logging()
-    result = serve(grid, context.run_config)
+    done = threading.Event()
+    end_this_thread_on_flower_exit(done)
+    try:
+        result = serve(grid, context.run_config)
+    finally:
+        done.set()
     log.info("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a run from its folder's last checkpoint, with the config it was started with."""
     from flowerbed.run import checkpoint
+    from flowerbed.run.lock import check_free
 
     run_dir = Path(args.run_dir).resolve()
     try:
@@ -148,6 +151,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             raw["num-server-rounds"] = args.num_server_rounds
         cfg = parse_run_config(raw)
         checkpoint.open_resume(run_dir, cfg.as_dict())  # before anything starts
+        check_free(run_dir, "resume-from")  # another run or resume still writes there?
     except ConfigError as err:
         return _fail(err)
     if args.in_process:
@@ -155,7 +159,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from flowerbed.run.runner import run_experiment
 
         setup_logging()
-        result = run_experiment(cfg)
+        try:
+            result = run_experiment(cfg)
+        except ConfigError as err:  # e.g. a writer that started since the check
+            return _fail(err)
         print(f"flowerbed: resumed run completed; outputs in {result.run_dir}")
         return 0
     return flwr_run(Path(args.app).resolve(), cfg.for_flower(), args.federation_config,
@@ -165,13 +172,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str] | None,
              out_dir: Path) -> int:
     """``flwr run --stream`` on a private local SuperLink; non-zero unless it completed."""
+    from flowerbed.tools.interrupt import StopRequested, stop_signals
     from flowerbed.tools.superlink import LocalSuperLink
 
     fed = federation_config or [
         f"num-supernodes={os.cpu_count() or 2} client-resources-num-cpus=1"]
     flwr_home = Path(os.environ.get("FLWR_HOME") or app_dir / ".flwr")
-    with LocalSuperLink(flwr_home, cwd=app_dir) as link:
-        outcome = link.run_app(app_dir, values, fed, echo=sys.stdout)
+    started = time.time()
+    link = LocalSuperLink(flwr_home, cwd=app_dir)
+    with stop_signals():
+        try:
+            with link:
+                try:
+                    outcome = link.run_app(app_dir, values, fed, echo=sys.stdout)
+                except StopRequested:
+                    link.stop_run()  # then the SuperLink goes, on leaving the with
+                    raise
+        except StopRequested as stop:
+            what = f"run {link.run_id}" if link.run_id is not None else "the run"
+            print(f"flowerbed: {what} stopped ({signal.Signals(stop.signum).name}); its "
+                  f"folder: {stopped_run_folder(out_dir, started)}", flush=True)
+            return stop.exit_code
     if outcome.run_id is None:
         return _fail(RuntimeError("flwr run did not start the run"), 1)
     if not outcome.completed:
@@ -181,9 +202,19 @@ def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str]
     return 0
 
 
+def stopped_run_folder(out_dir: Path, since: float) -> Path:
+    """The folder a stopped run wrote: ``out_dir`` itself (a resume), else its newest
+    subfolder changed since the run started, else ``out_dir``."""
+    if (out_dir / "metrics.jsonl").exists() or not out_dir.is_dir():
+        return out_dir
+    fresh = [d for d in out_dir.iterdir() if d.is_dir() and d.stat().st_mtime >= since - 1]
+    return max(fresh, key=lambda d: d.stat().st_mtime, default=out_dir)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from flowerbed.tools.sweep import FlowerRunner, SweepError, load_sweep, run_sweep
 
+    sweep = None
     try:
         sweep = load_sweep(args.file, args.output)
         if args.engine:
@@ -196,6 +227,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             results = run_sweep(sweep)
     except (SweepError, ConfigError) as err:
         return _fail(err)
+    except KeyboardInterrupt:
+        if sweep is None:
+            raise
+        return sweep_interrupted(args, sweep)
     print(f"flowerbed: sweep {sweep.name}: results in {results}")
     finished = len(results.read_text().splitlines())
     if finished < len(sweep.runs()):
@@ -206,6 +241,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         print(f"flowerbed: report {write_report(sweep.folder)}")
     return 0
+
+
+def sweep_interrupted(args: argparse.Namespace, sweep: Any) -> int:
+    """Ctrl-C of a sweep: one line with how far it got and how to go on (a rerun skips the
+    finished runs and redoes the interrupted one); exit code 130, as a shell would."""
+    import shlex
+
+    from flowerbed.tools.sweep import finished_runs
+
+    again = ["flowerbed", "sweep", args.file]
+    for flag, value in (("--output", args.output), ("--engine", args.engine),
+                        ("--app", args.app if args.app != "." else None)):
+        if value:
+            again += [flag, value]
+    print(f"flowerbed: sweep {sweep.name} interrupted: {finished_runs(sweep)} of "
+          f"{len(sweep.runs())} runs finished; rerun `{shlex.join(again)}` to continue",
+          file=sys.stderr)
+    return 130
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ fixed port and leaves it running, with whatever settings the first run had (FLOW
 1 and 4). flowerbed instead starts its own on free ports with runtime dependency
 installation off (the venv's packages are used: no CUDA torch downloads), points
 ``flwr`` at it through ``FLWR_LOCAL_*_PORT`` and a private ``FLWR_HOME``, and stops its
-whole process group at the end.
+whole process group at the end, waiting (bounded) until every process it spawned is gone
+(:mod:`flowerbed.tools.processes`); a watchdog does that too if our process is killed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from flowerbed.core.params import toml_value
+from flowerbed.tools.processes import (
+    MARKER_ENV,
+    link_processes,
+    reap,
+    running,
+    start_watchdog,
+    stop_watchdog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,18 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
+def end_client(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """Stop a ``flwr`` client process of ours: SIGTERM, then SIGKILL after ``grace`` s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
+
+
 class LocalSuperLink:
     """``with LocalSuperLink(flwr_home) as link: link.flwr("run", ".", ...)``."""
 
@@ -76,6 +97,9 @@ class LocalSuperLink:
         self.cwd = Path(cwd or os.getcwd()).resolve()
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.marker = uuid.uuid4().hex  # in the environment of everything the link spawns
+        self.run_id: int | None = None  # the run run_app started, once flwr run says so
         self.http_port = free_port()
         self.control_port = free_port()
 
@@ -90,6 +114,7 @@ class LocalSuperLink:
             "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
+            MARKER_ENV: self.marker,
         })
         return env
 
@@ -113,6 +138,15 @@ class LocalSuperLink:
                "--log-file", str(run_dir / "superlink.log")]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.watchdog = start_watchdog(self.proc.pid, self.marker)
+            return self._wait_healthy(run_dir)
+        except BaseException:  # a Ctrl-C while starting must not leave the SuperLink behind
+            self.stop()
+            raise
+
+    def _wait_healthy(self, run_dir: Path) -> LocalSuperLink:
+        assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -126,9 +160,21 @@ class LocalSuperLink:
         raise RuntimeError(f"flower-superlink did not start within {self.startup_timeout} s")
 
     def stop(self) -> None:
-        """Stop the SuperLink and everything it spawned (its own process group)."""
+        """Stop the SuperLink and everything it spawned (its own process group, and whatever
+        carries its marker); returns once they are all gone."""
         if self.proc is None:
             return
+        try:
+            self._stop_group()
+            reap(self.proc.pid, self.marker)
+        finally:
+            if self.watchdog is not None:
+                stop_watchdog(self.watchdog)
+                self.watchdog = None
+            self.proc = None
+
+    def _stop_group(self) -> None:
+        assert self.proc is not None
         pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             try:
@@ -146,7 +192,6 @@ class LocalSuperLink:
             except ProcessLookupError:
                 pass
             break
-        self.proc = None
 
     def flwr(self, *args: str, capture: bool = False, timeout: float | None = None
              ) -> subprocess.CompletedProcess[str]:
@@ -171,12 +216,20 @@ class LocalSuperLink:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             assert proc.stdout is not None
             lines = []
-            for line in proc.stdout:
-                lines.append(line)
-                if echo is not None:
-                    echo.write(line)
-                    echo.flush()
-            code = proc.wait()
+            self.run_id = None
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    started = re.search(r"Successfully started run (\d+)", line)
+                    if started:
+                        self.run_id = int(started.group(1))
+                    if echo is not None:
+                        echo.write(line)
+                        echo.flush()
+                code = proc.wait()
+            except BaseException:  # interrupted (a signal): stop the flwr run client too
+                end_client(proc)
+                raise
         finally:
             cfg_file.unlink(missing_ok=True)
         output = "".join(lines)
@@ -186,6 +239,27 @@ class LocalSuperLink:
         run_id = int(found.group(1))
         status, details = self.wait_finished(run_id, timeout)
         return RunOutcome(run_id, status, details, output)
+
+    def stop_run(self, timeout: float = 30.0) -> str | None:
+        """``flwr stop`` the run run_app started (if it did), and wait (bounded) until it is
+        finished; its final status, or None if there was no run to stop."""
+        if self.run_id is None or self.proc is None:
+            return None
+        try:
+            out = self.flwr("stop", str(self.run_id), capture=True, timeout=timeout)
+            if out.returncode != 0:
+                log.warning("flwr stop %d: %s", self.run_id, (out.stdout + out.stderr)[-2000:])
+            status = self.wait_finished(self.run_id, timeout)[0]
+            # let the ServerApp write its summary and exit before the SuperLink goes
+            deadline = time.monotonic() + timeout
+            while running(link_processes(self.proc.pid, self.marker), "flwr-simulation"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            return status
+        except (subprocess.TimeoutExpired, RuntimeError) as err:
+            log.warning("could not stop run %d cleanly: %s", self.run_id, err)
+            return None
 
     def run_status(self, run_id: int) -> tuple[str, str]:
         """(status, details) of a run, e.g. ('finished:completed', '')."""

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from flowerbed.core.errors import ConfigError
 from flowerbed.run.config import RunConfig, parse_run_config
+from flowerbed.run.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -344,11 +345,23 @@ def run_sweep(sweep: Sweep, run_fn: RunFn | None = None, stream: TextIO | None =
     """Run every unfinished run of ``sweep`` (or those ``only`` selects); returns results.jsonl.
 
     A run whose folder exists without a completed summary (interrupted, failed) is deleted
-    and run again from scratch; a failed run is logged and the sweep goes on.
+    and run again from scratch; a failed run is logged and the sweep goes on. The sweep holds
+    its folder's lock throughout: a second sweep of the same folder is refused (FolderBusy).
     """
+    cfgs = validate(sweep)
+    with FolderLock(sweep.folder, "output"):
+        return _run_sweep(sweep, cfgs, run_fn, stream, only)
+
+
+def finished_runs(sweep: Sweep) -> int:
+    """How many of the sweep's runs are finished (completed) in its folder."""
+    return sum(is_finished(sweep.runs_dir / spec.name) for spec in sweep.runs())
+
+
+def _run_sweep(sweep: Sweep, cfgs: list[RunConfig], run_fn: RunFn | None,
+               stream: TextIO | None, only: Callable[[RunSpec], bool] | None) -> Path:
     import torch
 
-    cfgs = validate(sweep)
     specs = sweep.runs()
     sweep.runs_dir.mkdir(parents=True, exist_ok=True)
     (sweep.folder / SPEC).write_text(json.dumps(sweep.spec(), indent=2, default=str))
@@ -382,5 +395,5 @@ def run_sweep(sweep: Sweep, run_fn: RunFn | None = None, stream: TextIO | None =
     return write_results(sweep)
 
 
-__all__ = ["RunSpec", "Sweep", "SweepError", "expand", "load_sweep", "run_sweep", "validate",
-           "write_results"]
+__all__ = ["RunSpec", "Sweep", "SweepError", "expand", "finished_runs", "load_sweep",
+           "run_sweep", "validate", "write_results"]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,3 +87,60 @@ def test_raw_flwr_run_failure_is_reported_as_failed(tmp_path: Path) -> None:
         status, _ = link.wait_finished(run_id, timeout=120)
         assert status == "finished:failed"
     assert not processes_mentioning(str(tmp_path / "flwr-home"))
+
+
+def wait_for(condition: Callable[[], object], timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return bool(condition())
+
+
+def rounds_done(run_dir: Path) -> int:
+    try:
+        return len((run_dir / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_killed_flowerbed_run_stops_its_run(tmp_path: Path, how: str) -> None:
+    """SIGTERM of the CLI stops the run and its SuperLink (status stopped, one line saying
+    so); SIGKILL of the CLI's process group leaves the watchdog to stop the SuperLink."""
+    home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    cfg_file = tmp_path / "long.toml"
+    cfg_file.write_text("num-clients = 10\nnum-server-rounds = 500\nfraction-train = 1.0\n"
+                        "wandb = false\nlocal-epochs = 1\nrun-name = 'long'\n"
+                        f"output-dir = '{tmp_path}/out'\n")
+    run_dir = tmp_path / "out" / "long"
+    cli = subprocess.Popen([sys.executable, "-m", "flowerbed.tools.cli", "run", "-c",
+                            str(cfg_file)], cwd=ROOT, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # its own group, as a shell job has
+    try:
+        # round 1 done: the SuperLink, the simulation and Ray's ClientApp actors all exist
+        assert wait_for(lambda: rounds_done(run_dir) >= 2 or cli.poll() is not None, 300)
+        assert cli.poll() is None, cli.communicate()[0][-3000:]
+        if how == "SIGTERM":
+            cli.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(cli.pid, signal.SIGKILL)
+        out, _ = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+    assert wait_for(lambda: not processes_mentioning(str(home)), 20), \
+        processes_mentioning(str(home))
+    if how == "SIGTERM":
+        assert cli.returncode == 128 + signal.SIGTERM, out[-3000:]
+        said = [ln for ln in out.splitlines() if ln.startswith("flowerbed:")]
+        assert len(said) == 1 and re.fullmatch(
+            rf"flowerbed: run \d+ stopped \(SIGTERM\); its folder: {re.escape(str(run_dir))}",
+            said[0]), said
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert (summary["status"], summary["error"]) == ("stopped", None)

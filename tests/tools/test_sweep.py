@@ -227,3 +227,54 @@ def test_sweep_command_exits_1_when_a_run_fails(tmp_path: Path,
                  'num-clients = 4\nnum-server-rounds = 1\nwandb = false\nmodel = "cnn"\n')
     assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 1
     assert "1 of 1 runs did not complete" in capsys.readouterr().err
+
+
+def test_a_second_sweep_of_a_locked_folder_is_refused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from flowerbed.run.lock import LOCK_NAME, FolderBusy
+    from flowerbed.tools.cli import main
+
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0]"))
+    sweep = load_sweep(path, tmp_path / "sw")
+    calls: list[float] = []
+
+    def second_sweep_meanwhile(cfg: RunConfig) -> None:
+        calls.append(cfg.lr)
+        with pytest.raises(FolderBusy, match="in use by pid"):
+            run_sweep(load_sweep(path, tmp_path / "sw"), lambda c: calls.append(-1.0))
+        assert main(["sweep", str(path), "--output", str(tmp_path / "sw")]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'sw'}" in err and "in use by pid" in err
+
+    run_sweep(sweep, second_sweep_meanwhile, stream=io.StringIO())
+    assert calls == [0.05, 0.3]  # the refused sweeps ran nothing
+    assert not (tmp_path / "sw" / LOCK_NAME).exists()
+
+
+def test_ctrl_c_of_a_sweep_says_how_to_continue(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerbed.run.runner import run_experiment
+    from flowerbed.tools import sweep as sweep_mod
+    from flowerbed.tools.cli import main
+
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0]"))
+    calls: list[float] = []
+
+    def first_then_ctrl_c(cfg: RunConfig) -> None:
+        calls.append(cfg.lr)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        run_experiment(cfg)
+
+    monkeypatch.setattr(sweep_mod, "run_inprocess", first_then_ctrl_c)
+    out_dir = tmp_path / "sw"
+    assert main(["sweep", str(path), "--output", str(out_dir)]) == 130
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    said = [ln for ln in captured.err.splitlines() if ln.startswith("flowerbed:")]
+    assert said == [f"flowerbed: sweep tiny interrupted: 1 of 2 runs finished; rerun "
+                    f"`flowerbed sweep {path} --output {out_dir}` to continue"]
+    monkeypatch.undo()
+    assert main(["sweep", str(path), "--output", str(out_dir)]) == 0  # as the line says
+    assert "2/2 runs | done 1 skipped 1 failed 0" in capsys.readouterr().err

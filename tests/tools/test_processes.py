@@ -1,0 +1,68 @@
+"""A SuperLink's processes are found by group or marker and stopped, even ones that ignore
+SIGTERM or left the group; the watchdog stops them when its parent is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+from flowerbed.tools.processes import MARKER_ENV, link_processes, reap, wait_gone
+from tests.conftest import ROOT
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "print('up', flush=True); time.sleep(600)"
+
+
+def stubborn(marker: str) -> subprocess.Popen[str]:
+    """A process that left the group (own session) but carries the marker, as a Ray worker
+    may, and ignores SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN], text=True,
+                            env={**os.environ, MARKER_ENV: marker}, start_new_session=True,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+    return proc
+
+
+def test_reap_stops_a_marked_process_that_ignores_sigterm() -> None:
+    marker = uuid.uuid4().hex
+    proc = stubborn(marker)
+    try:
+        assert link_processes(-1, marker) == [proc.pid]
+        reap(-1, marker, wait=0.2, grace=2.0)
+        assert proc.wait(timeout=20) == -signal.SIGKILL
+        assert not link_processes(-1, marker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_watchdog_stops_the_link_when_its_parent_is_killed() -> None:
+    """The parent starts the 'link' and the watchdog, then is SIGKILLed (cannot clean up)."""
+    marker = uuid.uuid4().hex
+    parent_code = (
+        "import os, subprocess, sys; from flowerbed.tools.processes import *; "
+        f"link = subprocess.Popen([sys.executable, '-c', {STUBBORN!r}], start_new_session=True,"
+        f" env={{**os.environ, MARKER_ENV: {marker!r}}}, stdout=subprocess.PIPE, text=True); "
+        "link.stdout.readline(); "
+        f"start_watchdog(link.pid, {marker!r}); print(link.pid, flush=True); sys.stdin.read()")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    link_pid = int(parent.stdout.readline())
+    try:
+        assert link_processes(link_pid, marker) == [link_pid]
+        parent.kill()
+        parent.wait(timeout=20)
+        assert wait_gone(link_pid, marker, timeout=30) == []
+    finally:
+        try:
+            os.kill(link_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=20)
