@@ -150,8 +150,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if args.num_server_rounds:
             raw["num-server-rounds"] = args.num_server_rounds
         cfg = parse_run_config(raw)
-        checkpoint.open_resume(run_dir, cfg.as_dict())  # before anything starts
         check_free(run_dir, "resume-from")  # another run or resume still writes there?
+        checkpoint.open_resume(run_dir, cfg.as_dict())  # before anything starts
     except ConfigError as err:
         return _fail(err)
     if args.in_process:
