@@ -105,6 +105,10 @@ def had_update(record: dict[str, Any]) -> bool:
             and not record.get("round_skipped", 0))
 
 
+# statuses of a run that ran to its end (rerunning it would give the same): sweeps skip it
+FINISHED = frozenset({"completed", "no-updates"})
+
+
 def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run_dir: Path | None,
               t0: float, status: str, error: str | None = None) -> dict[str, Any]:
     updated = sum(1 for r in records if had_update(r))

@@ -528,12 +528,13 @@ def runs_results(paths: list[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
     and the run folders left out (not completed). Runs whose configurations differ only by
     seed (and bookkeeping) share a label: the run-config keys that differ between
     configurations, or the strategy when there is one configuration."""
+    from flowerbed.run.runner import FINISHED
     from flowerbed.tools.sweep import RunSpec, read_summary, result_line
 
     done, left = [], []
     for d in run_folders(paths):
         s = read_summary(d)
-        (done if s is not None and s.get("status") == "completed" else left).append((d, s))
+        (done if s is not None and s.get("status") in FINISHED else left).append((d, s))
     idents = [{k: v for k, v in (s or {}).get("config", {}).items() if k not in BOOKKEEPING}
               for _, s in done]
     keys = list(dict.fromkeys(k for i in idents for k in i))

@@ -44,6 +44,7 @@ from typing import Any, TextIO
 from flowerbed.core.errors import ConfigError
 from flowerbed.run.config import RunConfig, parse_run_config
 from flowerbed.run.lock import FolderLock
+from flowerbed.run.runner import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def is_finished(run_dir: Path) -> bool:
     s = read_summary(run_dir)
-    return s is not None and s.get("status") == "completed"
+    return s is not None and s.get("status") in FINISHED
 
 
 def result_line(spec: RunSpec, summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -260,7 +261,7 @@ def write_results(sweep: Sweep) -> Path:
     for spec in sweep.runs():
         run_dir = sweep.runs_dir / spec.name
         s = read_summary(run_dir)
-        if s is not None and s.get("status") == "completed":
+        if s is not None and s.get("status") in FINISHED:
             lines.append(json.dumps(result_line(spec, s, run_dir), default=float))
     path = sweep.folder / RESULTS
     tmp = path.with_suffix(".tmp")

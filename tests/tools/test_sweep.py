@@ -278,3 +278,16 @@ def test_ctrl_c_of_a_sweep_says_how_to_continue(tmp_path: Path,
     monkeypatch.undo()
     assert main(["sweep", str(path), "--output", str(out_dir)]) == 0  # as the line says
     assert "2/2 runs | done 1 skipped 1 failed 0" in capsys.readouterr().err
+
+
+def test_a_run_without_updates_is_finished(tmp_path: Path) -> None:
+    """A 'no-updates' run ran to its end (a rerun would give the same): a sweep resume
+    skips it and results.jsonl lists it, with its status; a failed run is redone."""
+    from flowerbed.tools.sweep import is_finished
+
+    for status, finished in (("no-updates", True), ("completed", True), ("failed", False),
+                             ("stopped", False)):
+        run_dir = tmp_path / status
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"status": status}))
+        assert is_finished(run_dir) is finished, status
