@@ -31,6 +31,7 @@ class Stream(enum.IntEnum):
     KMEANS_PARTITIONER = 5318  # the kmeans partitioner's assignment of examples to clients
     RANDOM_REGULAR = 0x22  # random-regular graphs
     ERDOS_RENYI = 0xE2  # Erdos-Renyi graphs
+    DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

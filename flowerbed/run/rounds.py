@@ -26,7 +26,8 @@ from flowerbed.core.arrays import State, from_record
 from flowerbed.run.checkpoint import Checkpointer
 from flowerbed.run.config import RunConfig
 from flowerbed.run.trackers import TrackerList
-from flowerbed.simulation.ledger import Ledger
+from flowerbed.simulation.clock import Clock, local_steps
+from flowerbed.simulation.ledger import SERVER, Ledger
 from flowerbed.simulation.virtual_grid import VirtualGrid
 from flowerbed.strategies.contract import PlatformStrategy
 
@@ -50,6 +51,7 @@ class RoundLoop:
     final_state: State | None = None
     t_start: float = field(default_factory=time.time)
     checkpointer: Checkpointer | None = None
+    clock: Clock | None = None  # virtual time, when the run config sets it
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         out = self.end(server_round, arrays)
@@ -88,6 +90,8 @@ class RoundLoop:
         rec["train_loss"] = stats.train_loss
         rec.update({f"round_{k}": v for k, v in self.ledger.round_summary(server_round).items()})
         rec.update(self.ledger.cumulative())
+        if self.clock is not None:
+            rec.update(self.simulated_time(server_round))
         if isinstance(self.strategy, PlatformStrategy):
             rec.update(self.strategy.round_metrics(server_round))
         self.records.append(rec)
@@ -97,6 +101,18 @@ class RoundLoop:
             self.checkpointer.save(server_round, from_record(arrays), self.strategy,
                                    self.grid.participation, self.ledger, self.records)
         return out
+
+    def simulated_time(self, server_round: int) -> dict[str, float]:
+        """The round's duration on the virtual clock, and the run's so far."""
+        assert self.clock is not None
+        traffic = self.ledger.rounds.get(server_round)
+        seconds = 0.0
+        if server_round > 0 and traffic is not None:
+            trained = sorted(k for k in traffic.received if k != SERVER)
+            seconds = self.clock.round_seconds(
+                traffic, local_steps(self.cfg, self.data.sizes, trained))
+        before = self.records[-1].get("sim_time_s", 0.0) if self.records else 0.0
+        return {"sim_round_s": seconds, "sim_time_s": before + seconds}
 
 
 __all__ = ["FAULT_COUNTS", "RoundLoop"]

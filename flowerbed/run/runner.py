@@ -34,6 +34,8 @@ from flowerbed.run.lock import FolderLock
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
+from flowerbed.simulation.clock import Clock
+from flowerbed.simulation.clock import enabled as clock_enabled
 from flowerbed.simulation.faults import FaultPlan
 from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation_patterns import build_participation
@@ -134,7 +136,8 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
                    "rejected_updates": sum(r.get("rejected_updates", 0) for r in records),
                    **{k: sum(r.get(k, 0) for r in records)
                       for k in (*FAULT_COUNTS, "faults_injected", "round_skipped")},
-                   "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records)},
+                   "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records),
+                   **({"sim_time_s": final["sim_time_s"]} if "sim_time_s" in final else {})},
     }
 
 
@@ -248,7 +251,8 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
         if run_dir is not None:
             locks.enter_context(FolderLock(run_dir))
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
-    loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers)
+    loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers,
+                     clock=Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None)
     if run_dir is not None and cfg.checkpoint_every > 0:
         loop.checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, cfg.as_dict())
     start_kwargs: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from flowerbed.core.params import (
     unit_interval_open_left,
     unit_interval_open_right,
 )
+from flowerbed.simulation import clock
 
 PARTICIPATION_KEYS: tuple[Key, ...] = (
     Key("participation", "always", "always, bernoulli, data-bernoulli, cyclic, markov",
@@ -46,7 +47,7 @@ EXECUTION_KEYS: tuple[Key, ...] = (
     Key("round-timeout", 3600.0, "seconds the server waits for a round's replies", positive),
 )
 
-KEYS: tuple[Key, ...] = PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS
+KEYS: tuple[Key, ...] = PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS
 
 
 

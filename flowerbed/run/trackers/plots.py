@@ -41,7 +41,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "",
     primary = primary or Primary()
     keys = metric_keys(records, primary)
     panels = split_panels(keys) or [[]]
-    fig, axes = plt.subplots(1, len(panels) + 2, figsize=(5 * (len(panels) + 2), 4.4),
+    timed = any("sim_time_s" in r for r in records)  # virtual time: one more panel
+    extra = 3 if timed else 2
+    fig, axes = plt.subplots(1, len(panels) + extra, figsize=(5 * (len(panels) + extra), 4.4),
                              squeeze=False)
     axes = list(axes[0])
     label = {k: primary.label if k == primary.metric else metric_label(k) for k in keys}
@@ -67,6 +69,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "",
     bytes_ax.plot(mib, [r[primary.metric] for r in ev], marker=".")
     bytes_ax.set(xlabel="cumulative MiB sent (all links)", ylabel=primary.label,
                  title=f"{primary.label} vs communication")
+    if timed:
+        time_ax = axes[len(panels) + 2]
+        time_ax.plot([r.get("sim_time_s", 0.0) for r in ev], [r[primary.metric] for r in ev],
+                     marker=".")
+        time_ax.set(xlabel="simulated time (s)", ylabel=primary.label,
+                    title=f"{primary.label} vs simulated time")
     for ax in axes:
         ax.grid(alpha=0.3)
     for ax in [*axes[:len(panels)], loss_ax]:
