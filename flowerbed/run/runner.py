@@ -28,6 +28,7 @@ from flowerbed.core.arrays import State, module_state, to_record
 from flowerbed.core.errors import ConfigError
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
 from flowerbed.run.config import RunConfig
+from flowerbed.run.logging_setup import run_log
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.simulation.faults import FaultPlan
@@ -143,11 +144,22 @@ def restore(resume: Resume, strategy: Any, loop: RoundLoop) -> State:
 
 def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
-    """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process."""
+    """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process. The run
+    folder keeps ``run.log``: every log record of the run, whatever the console shows."""
     t0 = time.time()
+    resume = open_resume(cfg.resume_from, cfg.as_dict()) if cfg.resume_from else None
+    if resume is not None:
+        run_dir: Path | None = resume.run_dir
+    else:
+        run_dir = make_run_dir(cfg) if cfg.tracking else None
+    with run_log(run_dir):
+        return _run(cfg, grid, extra_trackers, resume, run_dir, t0)
+
+
+def _run(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Tracker] | None,
+         resume: Resume | None, run_dir: Path | None, t0: float) -> RunResult:
     if grid is None:
         ensure_task_identity()
-    resume = open_resume(cfg.resume_from, cfg.as_dict()) if cfg.resume_from else None
     seed_everything(cfg.seed)
     data = load_federation(cfg)
     model = build_model(cfg, data.input_shape, data.num_classes)
@@ -175,10 +187,6 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),
                         faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout)
-    if resume is not None:
-        run_dir: Path | None = resume.run_dir
-    else:
-        run_dir = make_run_dir(cfg) if cfg.tracking else None
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers)
     if run_dir is not None and cfg.checkpoint_every > 0:

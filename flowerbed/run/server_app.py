@@ -27,4 +27,4 @@ def main(grid: Grid, context: Context) -> None:
         log.error("%s", err)
         raise ConfigError(err.key, err.value, err.allowed) from None
     result = run_experiment(cfg, grid)
-    log.info("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")
+    log.debug("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")

@@ -17,6 +17,13 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _eta(seconds: float, rounds_timed: int, rounds_left: int) -> float | None:
+    """Rounds left times the mean of the rounds timed; None before any is timed."""
+    if rounds_left <= 0:
+        return 0.0
+    return seconds / rounds_timed * rounds_left if rounds_timed > 0 else None
+
+
 class ConsoleTracker(Tracker):
     def on_train_begin(self, info: RunInfo) -> None:
         self.info = info
@@ -31,9 +38,13 @@ class ConsoleTracker(Tracker):
                      record.get("test_loss", float("nan")))
             self.t0 = time.monotonic()
             return
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        elapsed = now - self.t0
         done = r - self.info.first_round + 1
-        eta = elapsed / max(done, 1) * (self.info.num_rounds - r)
+        # the first round carries the start-up (workers, imports): the ETA uses later ones
+        if done == 1:
+            self.t1 = now
+        eta = _eta(now - getattr(self, "t1", self.t0), done - 1, self.info.num_rounds - r)
         acc = record.get("test_accuracy")
         parts = [f"round {r:3d}/{self.info.num_rounds}"]
         if acc is not None:
@@ -43,7 +54,8 @@ class ConsoleTracker(Tracker):
         parts.append(f"clients {record.get('participants', 0)}")
         if record.get("failures"):
             parts.append(f"failed {record['failures']}")
-        parts.append(f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+        parts.append(f"elapsed {_fmt_time(elapsed)}  eta "
+                     f"{'--:--' if eta is None else _fmt_time(eta)}")
         log.info("  ".join(parts))
 
     def on_train_end(self, summary: dict[str, Any]) -> None:
