@@ -78,6 +78,10 @@ def quiet_foreign_consoles(level: int | None = None) -> None:
     for h in logging.getLogger("flwr").handlers:
         if isinstance(h, ConsoleHandler):
             h.setLevel(logging.ERROR)
+    if "datasets" in sys.modules:  # imported already: the variable came too late
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -16,9 +16,12 @@ from typing import TextIO
 from flowerbed.run.logging_setup import QUIET, VERBOSE
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-FLOWERBED_LINE = re.compile(r"^\d\d:\d\d:\d\d flowerbed (?P<rest>.*)$")
+# Ray prefixes what a worker prints with "(ClientAppActor pid=123) "
+_WORKER = r"(?:\(\w+ pid=\d+\) )?"
+FLOWERBED_LINE = re.compile(rf"^{_WORKER}\d\d:\d\d:\d\d flowerbed (?P<rest>.*)$")
 FLOWERBED_ERROR = re.compile(r"^(ERROR|CRITICAL)\b")
-FOREIGN_ERROR = re.compile(r"^\s*(ERROR|CRITICAL)\b|^flowerbed: error:|^\w*(Error|Exception)\b:")
+FOREIGN_ERROR = re.compile(rf"^{_WORKER}\s*(ERROR|CRITICAL)\b|^flowerbed: error:"
+                           r"|^[\w.]*(Error|Exception)\b:")
 
 
 def strip_ansi(line: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
+import warnings
 from pathlib import Path
 
 import pathspec
@@ -24,7 +25,10 @@ ALWAYS_COPIED = ("pyproject.toml", ".gitignore")
 
 
 def _spec(lines: list[str]) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    """Patterns read the way Flower reads them (``flwr.cli.utils.build_pathspec``)."""
+    with warnings.catch_warnings():  # pathspec deprecates the name Flower uses
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
 
 def _user_include(app_dir: Path) -> pathspec.PathSpec | None:
