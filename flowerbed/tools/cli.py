@@ -151,11 +151,15 @@ def _run_on_flower(args: argparse.Namespace, app_dir: Path) -> int:
     from flowerbed.tools.early_start import start_in_background
     from flowerbed.tools.superlink import LocalSuperLink
 
-    # the SuperLink starts (a second process) while this one validates; stopped if invalid
+    try:
+        cfg = resolve_config(app_dir, args.run_config)
+    except ConfigError as err:  # nothing started yet
+        return _fail(err)
+    # the SuperLink starts (a second process) while this one builds the data and the model
+    # once (preflight); it is stopped again if they do not fit
     link = LocalSuperLink(flwr_home_of(app_dir), cwd=app_dir)
     starting = start_in_background(link.start)
     try:
-        cfg = resolve_config(app_dir, args.run_config)
         preflight(cfg)
     except ConfigError as err:
         starting.wait(raise_error=False)
