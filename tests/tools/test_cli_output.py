@@ -64,3 +64,14 @@ def test_quiet_check_prints_only_the_end_line(capsys: pytest.CaptureFixture[str]
     assert out.err == ""
     assert out.out.splitlines() == ["run config OK: strategy=fedavg dataset=digits clients=10 "
                                     "rounds=20 engine=flower"]
+
+
+def test_small_runs_get_one_ray_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerbed.run.config import parse_run_config
+    from tests.conftest import tiny
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    small = parse_run_config(tiny(num_clients=100))
+    large = parse_run_config(tiny(num_clients=101))
+    assert cli.default_federation(small) == ["num-supernodes=4 client-resources-num-cpus=4"]
+    assert cli.default_federation(large) == ["num-supernodes=4 client-resources-num-cpus=1"]
