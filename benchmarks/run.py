@@ -33,6 +33,7 @@ SYSTEM_NAMES = {
     "d": "tight sequential PyTorch loop",
     "e": "pfl-research 0.6 (in-process)",
     "f": "pure `torch.func.vmap` loop",
+    "g": "`flowerbed run .` command, default config",
 }
 VANILLA_W1_ROUNDS = 2  # 1,000 SuperNodes: about a minute a round plus start-up
 
@@ -51,6 +52,7 @@ def plan() -> list[tuple[str, str, int, str]]:
         note = "" if strategy in STRATEGIES else f"not run: no strategy {strategy!r} in registry"
         runs += [(s, workload, 0, note) for s in "cb"]
     runs.append(("b", "M10k", 0, "10,000 virtual clients, memory target"))
+    runs.append(("g", "START", 0, "start-up of the default run (make run)"))
     return runs
 
 
@@ -227,6 +229,10 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
 
     for r in results:
         note = r.get("note", "")
+        if r.get("round1_end_s") is not None and r["system"] == "g":
+            note = (note + "; " if note else "") + (
+                f"round 1 ends {r['round1_end_s']:.1f} s after the command starts; "
+                f"{r.get('console_lines', '-')} console lines")
         if "error" in r:
             last = r["error"].strip().splitlines()[-1][:120]
             note = (note + "; " if note else "") + "FAILED: " + last
@@ -257,13 +263,16 @@ def main() -> None:
                    help="'system:workload' pairs not to run (reported as skipped)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out-name", default="latest",
+                   help="results file names, <out>/<name>.json and .md (a subset run with "
+                   "--only should not replace latest: e.g. --only g:START --out-name startup)")
     p.add_argument("--report", action="store_true",
                    help="rebuild latest.md from latest.json without running anything")
     args = p.parse_args()
     if args.report:
-        stored = json.loads((args.out / "latest.json").read_text())
+        stored = json.loads((args.out / f"{args.out_name}.json").read_text())
         results = [derive(r) if "round_times" in r else r for r in stored["results"]]
-        write(args.out, results, stored["machine"])
+        write(args.out, results, stored["machine"], args.out_name)
         return
     info = machine()
     results: list[dict[str, Any]] = []
@@ -283,15 +292,16 @@ def main() -> None:
         print(f"[bench]   {r.get('client_rounds_per_s', 0):.0f} client-rounds/s, "
               f"{r['total_wall_s']:.1f} s, peak {r['peak_rss_gib']:.2f} GiB"
               + (" FAILED" if "error" in r else ""), flush=True)
-    write(args.out, results, info)
+    write(args.out, results, info, args.out_name)
 
 
-def write(out: Path, results: list[dict[str, Any]], info: dict[str, Any]) -> None:
+def write(out: Path, results: list[dict[str, Any]], info: dict[str, Any],
+          name: str = "latest") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(
+    (out / f"{name}.json").write_text(json.dumps(
         {"machine": info, "results": results, "targets_median": ratios(results),
          "targets_fastest": ratios(results, best=True)}, indent=1))
-    (out / "latest.md").write_text(markdown(results, info))
+    (out / f"{name}.md").write_text(markdown(results, info))
     print(markdown(results, info))
 
 

@@ -7,6 +7,7 @@ Systems (the letters of the performance issue):
   d  a tight sequential PyTorch loop doing the same arithmetic (same batches, same init)
   e  pfl-research (``pfl``) in-process simulation
   f  a pure ``torch.func.vmap`` loop over all clients (the hardware reference)
+  g  the ``flowerbed run .`` command on the default config (start-up and wall time)
 Every system prints one JSON object: per-round wall times (training rounds only), the
 time from process start to the end of round 1, and the final test accuracy.
 """
@@ -100,6 +101,36 @@ def run_vanilla(workload: str, rounds: int | None) -> dict[str, Any]:
               f"num-supernodes={cfg['num-clients']}")
         records = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
     return _result([r["wall_time"] for r in records], records[-1]["accuracy"])
+
+
+# --- (g) the `flowerbed run .` command -----------------------------------------------------
+
+def run_cli(workload: str, rounds: int | None) -> dict[str, Any]:
+    """``flowerbed run .`` in a fresh process, as a user runs it: its start-up (command
+    start to the end of round 1) and wall time, on its own FLWR_HOME and output folder."""
+    import subprocess
+
+    changes = {"num-server-rounds": rounds} if rounds else {}
+    cfg = config(workload, **changes)
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {k: cfg[k] for k in ("num-server-rounds", "eval-every")}
+        overrides.update({"output-dir": f"{tmp}/out", "run-name": "bench"})
+        args = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+        env = {**os.environ, "FLWR_HOME": f"{tmp}/flwr-home"}
+        t_start = time.time()
+        out = subprocess.run([str(Path(sys.executable).parent / "flowerbed"), "run", ".",
+                              "-c", args], cwd=REPO, env=env, text=True,
+                             capture_output=True, check=False)
+        t_end = time.time()
+        if out.returncode != 0:
+            raise RuntimeError(out.stdout[-3000:] + out.stderr[-3000:])
+        lines = (Path(tmp) / "out" / "bench" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(ln) for ln in lines if ln.strip()]
+    result = _result([r["wall_time"] for r in records], records[-1].get("test_accuracy"),
+                     t_start)
+    result["command_wall_s"] = t_end - t_start
+    result["console_lines"] = len((out.stdout + out.stderr).splitlines())
+    return result
 
 
 # --- (d) tight sequential loop ------------------------------------------------------------
@@ -280,7 +311,7 @@ def run_pfl(workload: str, rounds: int | None) -> dict[str, Any]:
 
 
 SYSTEMS = {"a": run_vanilla, "b": run_flowerbed_flwr, "c": run_inprocess, "d": run_loop,
-           "e": run_pfl, "f": run_vmap}
+           "e": run_pfl, "f": run_vmap, "g": run_cli}
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ W3: Teleportation, k = 32 active slots, n = 1,000 and n = 10,000, 10 rounds, on 
     2026-12-01 run; over 20 rounds of the same draws the largest client took a median of
     51 local steps at n = 10,000 and 38 at n = 1,000.
 M10k: FedAvg with 10,000 virtual clients (W1's setup) in one ``flwr run``: peak memory.
+START: the default run of pyproject.toml through the ``flowerbed run .`` command (system g),
+    for its start-up: command start to the end of round 1, and the total wall time.
 Every client trains each round (fraction-train = 1); the global model is evaluated on
 the held-out test set at the end only, on every system alike.
 """
@@ -53,8 +55,22 @@ W3_10K: dict[str, Any] = {**W3_1K, "num-clients": 10000}
 
 M10K: dict[str, Any] = {**W1, "num-clients": 10000, "num-server-rounds": 3}
 
+def _pyproject_defaults() -> dict[str, Any]:
+    """The default run: ``[tool.flwr.app.config]`` of the repository's pyproject.toml."""
+    import tomllib
+    from pathlib import Path
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    return dict(data["tool"]["flwr"]["app"]["config"])
+
+
+# START: `flowerbed run .` as `make run` runs it (the default config, W&B offline, every
+# round evaluated): its start-up, the time from the command's start to the end of round 1
+START: dict[str, Any] = {**_pyproject_defaults(), "eval-every": 1}
+
 WORKLOADS: dict[str, dict[str, Any]] = {
     "W0": W0, "W1": W1, "W2": W2, "W3-n1000": W3_1K, "W3-n10000": W3_10K, "M10k": M10K,
+    "START": START,
 }
 
 

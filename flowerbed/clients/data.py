@@ -424,12 +424,27 @@ def _data_key(cfg: Config) -> tuple[Any, ...]:
 
 
 def load_federation(cfg: Config) -> FederatedData:
-    """The partitioned data for ``cfg``, built once per process."""
+    """The partitioned data for ``cfg``, built once per process (once per ``flowerbed
+    run``: :mod:`flowerbed.clients.data_cache`)."""
     return _load_cached(_data_key(cfg), cfg)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(_key: tuple[Any, ...], cfg: Config) -> FederatedData:
+def _load_cached(key: tuple[Any, ...], cfg: Config) -> FederatedData:
+    from flowerbed.clients import data_cache
+
+    data = data_cache.load(key)
+    if data is not None:
+        log.info("data %s: %d clients, %d train / %d test examples, %d classes (built by "
+                 "the CLI)", cfg.dataset, data.num_clients, int(data.sizes.sum()),
+                 len(data.test_y), data.num_classes)
+        return data
+    data = _build(cfg)
+    data_cache.store(key, data)
+    return data
+
+
+def _build(cfg: Config) -> FederatedData:
     label = cfg.label_column
     if cfg.dataset.startswith("hf:"):
         train, test, shape, classes, feature, columns = _hf(cfg)

@@ -31,6 +31,7 @@ from flowerbed.core.validation import shapes_of
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
 from flowerbed.run.config import RunConfig, check_paths
 from flowerbed.run.lock import FolderLock
+from flowerbed.run.logging_setup import run_log
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
@@ -199,20 +200,28 @@ def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
     """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process.
 
-    The run holds its folder's lock (:mod:`flowerbed.run.lock`) while it writes there.
+    The run holds its folder's lock (:mod:`flowerbed.run.lock`) while it writes there, and
+    the folder keeps ``run.log``: every log record of the run, whatever the console shows.
     """
-    with ExitStack() as locks:
-        return _run_experiment(cfg, grid, extra_trackers, locks)
+    with ExitStack() as stack:
+        return _run_experiment(cfg, grid, extra_trackers, stack)
 
 
 def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Tracker] | None,
-                    locks: ExitStack) -> RunResult:
+                    stack: ExitStack) -> RunResult:
     t0 = time.time()
     check_paths(cfg)
     if grid is None:
         ensure_task_identity()
+    run_dir: Path | None
     if cfg.resume_from:
-        locks.enter_context(FolderLock(cfg.resume_from, "resume-from"))
+        run_dir = Path(cfg.resume_from)
+        stack.enter_context(FolderLock(run_dir, "resume-from"))
+    else:
+        run_dir = make_run_dir(cfg) if cfg.tracking else None
+        if run_dir is not None:
+            stack.enter_context(FolderLock(run_dir))
+    stack.enter_context(run_log(run_dir))
     seed_everything(cfg.seed)
     data = load_federation(cfg)
     log.info("data %s: %s", cfg.dataset, data.describe())
@@ -244,12 +253,6 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),
                         faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout)
-    if resume is not None:
-        run_dir: Path | None = resume.run_dir
-    else:
-        run_dir = make_run_dir(cfg) if cfg.tracking else None
-        if run_dir is not None:
-            locks.enter_context(FolderLock(run_dir))
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers,
                      clock=Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None)

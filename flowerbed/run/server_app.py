@@ -69,4 +69,4 @@ def main(grid: Grid, context: Context) -> None:
         result = serve(grid, context.run_config)
     finally:
         done.set()
-    log.info("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")
+    log.debug("flowerbed run finished: %s", result.summary.get("run_dir") or "(tracking off)")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,26 @@ def end_client(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=grace)
+
+
+def _stage(app_dir: Path, dest: Path) -> Path | None:
+    """The app's FAB files in ``dest`` (``flwr run`` lists every file of the folder it
+    gets, the venv's too); None, and the app folder is used, if staging fails."""
+    from flowerbed.tools.fab_stage import stage_app
+
+    try:
+        return stage_app(app_dir, dest)
+    except (OSError, ValueError) as err:
+        log.warning("building the FAB from %s itself (staging failed: %s)", app_dir, err)
+        return None
+
+
+def _open_log(path: Path | None) -> TextIO:
+    """The stream's log file (its folder created), or a sink when ``path`` is None."""
+    if path is None:
+        return open(os.devnull, "w")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8")
 
 
 class LocalSuperLink:
@@ -202,12 +223,16 @@ class LocalSuperLink:
 
     def run_app(self, app_dir: Path, values: Mapping[str, Any],
                 federation_config: Sequence[str] = (), echo: TextIO | None = None,
-                timeout: float = 3600.0) -> RunOutcome:
+                timeout: float = 3600.0, log_path: Path | None = None) -> RunOutcome:
         """``flwr run <app_dir> --stream`` with ``values`` as its run config; waits for the
-        run to finish (``flwr run`` returns early, and exits 0 even when the run failed)."""
+        run to finish (``flwr run`` returns early, and exits 0 even when the run failed).
+
+        Every line of the stream goes to ``echo`` (a :class:`~flowerbed.tools.console_filter.
+        FilteredEcho` shows only some) and, unfiltered, to ``log_path`` as it arrives."""
         cfg_file = write_run_config(values, self.flwr_home / "run-configs"
                                     / f"{uuid.uuid4().hex}.toml")
-        cmd = [str(Path(BIN_DIR) / "flwr"), "run", str(app_dir), "--stream",
+        stage = _stage(app_dir, self.flwr_home / "stages" / cfg_file.stem)
+        cmd = [str(Path(BIN_DIR) / "flwr"), "run", str(stage or app_dir), "--stream",
                "--run-config", str(cfg_file)]
         for fc in federation_config:
             cmd += ["--federation-config", fc]
@@ -218,20 +243,25 @@ class LocalSuperLink:
             lines = []
             self.run_id = None
             try:
-                for line in proc.stdout:
-                    lines.append(line)
-                    started = re.search(r"Successfully started run (\d+)", line)
-                    if started:
-                        self.run_id = int(started.group(1))
-                    if echo is not None:
-                        echo.write(line)
-                        echo.flush()
+                with _open_log(log_path) as full:
+                    for line in proc.stdout:
+                        lines.append(line)
+                        full.write(line)
+                        full.flush()
+                        started = re.search(r"Successfully started run (\d+)", line)
+                        if started:
+                            self.run_id = int(started.group(1))
+                        if echo is not None:
+                            echo.write(line)
+                            echo.flush()
                 code = proc.wait()
             except BaseException:  # interrupted (a signal): stop the flwr run client too
                 end_client(proc)
                 raise
         finally:
             cfg_file.unlink(missing_ok=True)
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
         output = "".join(lines)
         found = re.search(r"Successfully started run (\d+)", output)
         if code != 0 or found is None:

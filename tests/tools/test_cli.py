@@ -71,6 +71,18 @@ def test_flowerbed_run_end_to_end_on_ray(tmp_path: Path) -> None:
     assert (run_dir / "curves.png").exists()
     assert "round   2/2" in out.stdout + out.stderr  # progress lines reach the user
     assert not processes_mentioning(str(tmp_path / "flwr-home"))  # SuperLink stopped
+    # a quiet console: flowerbed's lines only, no colour codes, the end line once
+    console = (out.stdout + out.stderr).splitlines()
+    foreign = [ln for ln in console if ln.strip()
+               and not re.match(r"(\d\d:\d\d:\d\d flowerbed |flowerbed: )", ln)]
+    assert foreign == [], foreign
+    end = [ln for ln in console if ln.startswith("flowerbed: run ")]
+    assert end == [f"flowerbed: run {end[0].split()[2]} completed; outputs in {run_dir}"]
+    assert sum("outputs" in ln and str(run_dir) in ln for ln in console) == 3  # begin, end
+    # nothing lost: the run's own log and the whole stream, Flower's lines included
+    assert "INFO flowerbed.progress: round   2/2" in (run_dir / "run.log").read_text()
+    stream = (run_dir / "flwr-run.log").read_text()
+    assert "fraction_evaluate is set to 0.0" in stream and "round   2/2" in stream
 
 
 @pytest.mark.slow

@@ -22,6 +22,13 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
 
 
+def _eta(seconds: float, rounds_timed: int, rounds_left: int) -> float | None:
+    """Rounds left times the mean of the rounds timed; None before any is timed."""
+    if rounds_left <= 0:
+        return 0.0
+    return seconds / rounds_timed * rounds_left if rounds_timed > 0 else None
+
+
 class ConsoleTracker(Tracker):
     def on_train_begin(self, info: RunInfo) -> None:
         self.info = info
@@ -49,9 +56,13 @@ class ConsoleTracker(Tracker):
                      self.metrics_text(record) or "not evaluated")
             self.t0 = time.monotonic()
             return
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        elapsed = now - self.t0
         done = r - self.info.first_round + 1
-        eta = elapsed / max(done, 1) * (self.info.num_rounds - r)
+        # the first round carries the start-up (workers, imports): the ETA uses later ones
+        if done == 1:
+            self.t1 = now
+        eta = _eta(now - getattr(self, "t1", self.t0), done - 1, self.info.num_rounds - r)
         parts = [f"round {r:3d}/{self.info.num_rounds}"]
         text = self.metrics_text(record)
         if text is not None:
@@ -61,7 +72,8 @@ class ConsoleTracker(Tracker):
         parts.append(f"clients {record.get('participants', 0)}")
         if record.get("failures"):
             parts.append(f"failed {record['failures']}")
-        parts.append(f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+        parts.append(f"elapsed {_fmt_time(elapsed)}  eta "
+                     f"{'--:--' if eta is None else _fmt_time(eta)}")
         log.info("  ".join(parts))
 
     def on_train_end(self, summary: dict[str, Any]) -> None:

@@ -1,0 +1,77 @@
+"""-q / -v on the CLI, in this process: -q prints the final line only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowerbed.tools import cli
+from flowerbed.tools.cli import build_parser
+
+SWEEP = """
+name = "q"
+seeds = [0]
+[base]
+num-clients = 10
+num-server-rounds = 2
+fraction-train = 1.0
+local-epochs = 1
+batch-size = 16
+wandb = false
+progress = true
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("FLOWERBED_VERBOSITY", "0")
+    yield
+    logging.captureWarnings(False)
+
+
+def test_flags_before_or_after_the_command() -> None:
+    p = build_parser()
+    assert p.parse_args(["-q", "check"]).verbosity == -1
+    assert p.parse_args(["check", "-q"]).verbosity == -1
+    assert p.parse_args(["run", "--verbose"]).verbosity == 1
+    assert p.parse_args(["run"]).verbosity == 0
+    with pytest.raises(SystemExit):
+        p.parse_args(["run", "-q", "-v"])
+
+
+def test_quiet_inprocess_sweep_prints_only_the_end_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "q.toml"
+    spec.write_text(SWEEP)
+    code = cli.main(["-q", "sweep", str(spec), "--engine", "inprocess",
+                     "--output", str(tmp_path / "sw")])
+    out = capsys.readouterr()
+    assert code == 0
+    assert out.err == ""
+    assert out.out.splitlines() == [f"flowerbed: sweep q: results in "
+                                    f"{tmp_path / 'sw' / 'results.jsonl'}"]
+    logs = list((tmp_path / "sw").rglob("run.log"))
+    assert len(logs) == 1  # nothing lost: the run's own folder has its log
+    assert "flowerbed.progress: round   2/2" in logs[0].read_text()
+
+
+def test_quiet_check_prints_only_the_end_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-q", "check", "-c", "num-clients=10"]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert out.out.splitlines() == ["run config OK: strategy=fedavg dataset=digits clients=10 "
+                                    "rounds=20 engine=flower"]
+
+
+def test_small_runs_get_one_ray_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerbed.run.config import parse_run_config
+    from tests.conftest import tiny
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    small = parse_run_config(tiny(num_clients=100))
+    large = parse_run_config(tiny(num_clients=101))
+    assert cli.default_federation(small) == ["num-supernodes=4 client-resources-num-cpus=4"]
+    assert cli.default_federation(large) == ["num-supernodes=4 client-resources-num-cpus=1"]
