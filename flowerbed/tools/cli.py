@@ -106,7 +106,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail(err)
     print(f"run config OK: strategy={cfg.strategy} dataset={cfg.dataset} "
           f"clients={cfg.num_clients} rounds={cfg.num_server_rounds} engine={cfg.engine}")
-    print(f"data: {data.describe()}")
+    if verbosity() > QUIET:
+        print(f"data: {data.describe()}")
     return 0
 
 
