@@ -10,19 +10,12 @@ import pytest
 
 from flowerbed.tools import cli
 from flowerbed.tools.cli import build_parser
+from tests.tools.test_sweep import TINY
 
-SWEEP = """
-name = "q"
-seeds = [0]
-[base]
-num-clients = 10
-num-server-rounds = 2
-fraction-train = 1.0
-local-epochs = 1
-batch-size = 16
-wandb = false
-progress = true
-"""
+# the sweep tests' tiny sweep: one run, with progress lines on
+SWEEP = (TINY.replace('name = "tiny"', 'name = "q"').replace("seeds = [0, 1]", "seeds = [0]")
+         .replace("[grid]\nlr = [0.05, 0.3]\n", "")
+         .replace("wandb = false\n", "wandb = false\nprogress = true\n"))
 
 
 @pytest.fixture(autouse=True)
