@@ -37,7 +37,7 @@ from flowerbed.strategies.contract import PlatformStrategy, Services
 UNSET = math.nan  # the default of a float parameter Flower requires (e.g. QFedAvg's)
 
 
-def _required(name: str, annotation: Any) -> bool:
+def _required(annotation: Any) -> bool:
     """A required parameter a run config can set: a float (e.g. a learning rate)."""
     return annotation in (float, "float")
 
@@ -52,7 +52,7 @@ def native_params(cls: type, shared: Mapping[str, Key]) -> type:
         key = shared.get(key_name(p.name))
         if key is not None:
             default, doc, check = key.default, key.doc, key.check
-        elif p.default is p.empty and _required(p.name, p.annotation):
+        elif p.default is p.empty and _required(p.annotation):
             default, doc, check = UNSET, f"{cls.__name__}({p.name}=...), required", None
         elif type(p.default) in TYPES:
             default, doc, check = p.default, f"{cls.__name__}({p.name}=...)", None
