@@ -147,34 +147,40 @@ def check_dp(values: Any, strategy_cls: type) -> None:
         raise ConfigError("dp", values.dp, "applies to centralized strategies; "
                           f"{strategy_cls.__name__} is decentralized")
     try:  # Flower's wrappers check their settings when built: build one around a stand-in
-        wrap_dp(flower.FedAvg(), values, values.num_clients)
+        _flower_wrapper(flower.FedAvg(), values, sampled_clients(values, values.num_clients))
     except ValueError as err:
         raise ConfigError("dp-noise-multiplier", values.dp_noise_multiplier,
                           f"Flower's {WRAPPERS[values.dp].__name__} refuses it: {err}"
                           ) from None
 
 
-def wrap_dp(inner: Any, values: Any, num_clients: int) -> Any:
-    """``inner`` inside the Flower DP wrapper ``values.dp`` names (``inner`` if 'none')."""
-    if values.dp == "none":
-        return inner
+def _flower_wrapper(inner: Any, values: Any, sampled: int) -> Any:
+    """Flower's wrapper ``values.dp`` around ``inner``, with the platform's contract."""
     base = WRAPPERS[values.dp]
     cls = type(base.__name__, (DPContract, base), {
         "__module__": __name__, "scratch_fields": scratch_fields(type(inner))})
-    n = sampled_clients(values, num_clients)
     if values.dp.endswith("fixed"):
-        wrapped = cls(inner, values.dp_noise_multiplier, values.dp_clipping_norm, n)
-        if values.dp_noise_multiplier > 0:
-            from opacus.accountants import RDPAccountant
-
-            wrapped.rdp = RDPAccountant()
-            wrapped.sample_rate = min(n / num_clients, 1.0)
-            wrapped.delta = values.dp_delta
-        return wrapped
-    return cls(inner, values.dp_noise_multiplier, n,
+        return cls(inner, values.dp_noise_multiplier, values.dp_clipping_norm, sampled)
+    return cls(inner, values.dp_noise_multiplier, sampled,
                initial_clipping_norm=values.dp_clipping_norm,
                target_clipped_quantile=values.dp_target_quantile,
                clip_norm_lr=values.dp_clip_norm_lr)
+
+
+def wrap_dp(inner: Any, values: Any, num_clients: int) -> Any:
+    """``inner`` inside the Flower DP wrapper ``values.dp`` names (``inner`` if 'none'); a
+    fixed-clipping run with noise also gets its privacy accountant."""
+    if values.dp == "none":
+        return inner
+    n = sampled_clients(values, num_clients)
+    wrapped = _flower_wrapper(inner, values, n)
+    if values.dp.endswith("fixed") and values.dp_noise_multiplier > 0:
+        from opacus.accountants import RDPAccountant
+
+        wrapped.rdp = RDPAccountant()
+        wrapped.sample_rate = min(n / num_clients, 1.0)
+        wrapped.delta = values.dp_delta
+    return wrapped
 
 
 __all__ = ["KEYS", "WRAPPERS", "check_dp", "sampled_clients", "wrap_dp"]
