@@ -32,7 +32,7 @@ from typing import Any, TextIO
 from flowerbed.core.params import toml_value
 from flowerbed.tools.processes import (
     MARKER_ENV,
-    link_processes,
+    Link,
     reap,
     running,
     start_watchdog,
@@ -118,6 +118,7 @@ class LocalSuperLink:
         self.cwd = Path(cwd or os.getcwd()).resolve()
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self.link: Link | None = None  # its processes, once started
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.marker = uuid.uuid4().hex  # in the environment of everything the link spawns
         self.run_id: int | None = None  # the run run_app started, once flwr run says so
@@ -159,6 +160,8 @@ class LocalSuperLink:
                "--log-file", str(run_dir / "superlink.log")]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.link = Link(self.proc.pid, self.marker)
+        self.link.keep_scanning()
         try:
             self.watchdog = start_watchdog(self.proc.pid, self.marker)
             return self._wait_healthy(run_dir)
@@ -183,16 +186,19 @@ class LocalSuperLink:
     def stop(self) -> None:
         """Stop the SuperLink and everything it spawned (its own process group, and whatever
         carries its marker); returns once they are all gone."""
-        if self.proc is None:
+        if self.proc is None or self.link is None:
             return
         try:
+            self.link.stop_scanning()
+            self.link.scan()  # the whole tree, while it is whole
             self._stop_group()
-            reap(self.proc.pid, self.marker)
+            reap(self.link)
         finally:
             if self.watchdog is not None:
                 stop_watchdog(self.watchdog)
                 self.watchdog = None
             self.proc = None
+            self.link = None
 
     def _stop_group(self) -> None:
         assert self.proc is not None
@@ -273,7 +279,7 @@ class LocalSuperLink:
     def stop_run(self, timeout: float = 30.0) -> str | None:
         """``flwr stop`` the run run_app started (if it did), and wait (bounded) until it is
         finished; its final status, or None if there was no run to stop."""
-        if self.run_id is None or self.proc is None:
+        if self.run_id is None or self.link is None:
             return None
         try:
             out = self.flwr("stop", str(self.run_id), capture=True, timeout=timeout)
@@ -282,7 +288,7 @@ class LocalSuperLink:
             status = self.wait_finished(self.run_id, timeout)[0]
             # let the ServerApp write its summary and exit before the SuperLink goes
             deadline = time.monotonic() + timeout
-            while running(link_processes(self.proc.pid, self.marker), "flwr-simulation"):
+            while running(self.link.scan(), "flwr-simulation"):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)

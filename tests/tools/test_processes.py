@@ -1,5 +1,6 @@
-"""A SuperLink's processes are found by group or marker and stopped, even ones that ignore
-SIGTERM or left the group; the watchdog stops them when its parent is SIGKILLed."""
+"""A SuperLink's processes are found by group, marker or descent and stopped, even ones that
+ignore SIGTERM, left the group, lost the marker or were orphaned; the watchdog stops them when
+its parent is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import uuid
 
-from flowerbed.tools.processes import MARKER_ENV, link_processes, reap, wait_gone
+from flowerbed.tools.processes import MARKER_ENV, Link, reap, wait_gone
 from tests.conftest import ROOT
 
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
@@ -30,10 +31,11 @@ def test_reap_stops_a_marked_process_that_ignores_sigterm() -> None:
     marker = uuid.uuid4().hex
     proc = stubborn(marker)
     try:
-        assert link_processes(-1, marker) == [proc.pid]
-        reap(-1, marker, wait=0.2, grace=2.0)
+        link = Link(-1, marker)
+        assert link.scan() == [proc.pid]
+        reap(link, wait=0.2, grace=2.0)
         assert proc.wait(timeout=20) == -signal.SIGKILL
-        assert not link_processes(-1, marker)
+        assert not Link(-1, marker).scan()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -54,13 +56,48 @@ def test_the_watchdog_stops_the_link_when_its_parent_is_killed() -> None:
     assert parent.stdout is not None
     link_pid = int(parent.stdout.readline())
     try:
-        assert link_processes(link_pid, marker) == [link_pid]
+        assert Link(link_pid, marker).scan() == [link_pid]
         parent.kill()
         parent.wait(timeout=20)
-        assert wait_gone(link_pid, marker, timeout=30) == []
+        assert wait_gone(Link(link_pid, marker), timeout=30) == []
     finally:
         try:
             os.kill(link_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=20)
+
+
+def test_an_orphan_without_the_marker_is_still_reaped() -> None:
+    """Ray's agents: a grandchild in its own session whose environment lost the marker, and
+    whose parent (the raylet) dies first. Seen once while the tree was whole, it is reaped."""
+    marker = uuid.uuid4().hex
+    spawn_orphan = (
+        "import os, subprocess, sys; "
+        "env = {k: v for k, v in os.environ.items() if k != " f"{MARKER_ENV!r}" "}; "
+        f"g = subprocess.Popen([sys.executable, '-c', {STUBBORN!r}], env=env, "
+        "start_new_session=True, stdout=subprocess.PIPE, text=True); "
+        "g.stdout.readline(); print(g.pid, flush=True); sys.stdin.read()")
+    parent = subprocess.Popen([sys.executable, "-c", spawn_orphan], text=True,
+                              env={**os.environ, MARKER_ENV: marker}, start_new_session=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    orphan = int(parent.stdout.readline())
+    try:
+        link = Link(parent.pid, marker)
+        assert link.scan() == sorted([parent.pid, orphan])
+        parent.kill()
+        parent.wait(timeout=20)
+        assert Link(parent.pid, marker).scan() == []  # a fresh look cannot find it
+        reap(link, wait=0.2, grace=2.0)
+        assert wait_gone(link, timeout=20) == []
+        assert not os.path.exists(f"/proc/{orphan}/cmdline") or \
+            open(f"/proc/{orphan}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        try:
+            os.kill(orphan, signal.SIGKILL)
         except ProcessLookupError:
             pass
         if parent.poll() is None:
