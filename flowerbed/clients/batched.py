@@ -27,19 +27,23 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 from torch.func import grad_and_value, vmap
 
 from flowerbed.clients.data import FederatedData
-from flowerbed.clients.training import TrainParams, batch_plan, client_rng, loss_fn, sgd_update
+from flowerbed.clients.rules import INPUTS_KEY, rule_for
+from flowerbed.clients.rules.base import ClientRule, RuleResult, Tensors
+from flowerbed.clients.rules.sgd import LocalSGD
+from flowerbed.clients.training import TrainParams, batch_plan, client_rng, loss_fn
 from flowerbed.core.arrays import State, from_record
 from flowerbed.core.params import Config
 from flowerbed.core.records import first
-from flowerbed.core.wire import Item
+from flowerbed.core.wire import Item, client_state_of
 
 log = logging.getLogger(__name__)
 
@@ -58,46 +62,74 @@ def vmap_supported(model: nn.Module) -> bool:
     return not any(isinstance(m, RANDOM_LAYERS) for m in model.modules())
 
 
-_GRAD_FNS: dict[int, object] = {}
+_GRAD_FNS: dict[tuple[int, bool], object] = {}
 
 
-def _grad_fn(model: nn.Module) -> object:
-    """vmap(grad_and_value(masked loss)) for ``model``, built once per process."""
-    fn = _GRAD_FNS.get(id(model))
+def _grad_fn(model: nn.Module, vectorised: bool = True) -> object:
+    """Per-client (gradient, loss) of the masked mini-batch loss for a stack of clients,
+    built once per process: ``vmap(grad_and_value(loss))``, or (``vectorised=False``, the
+    sequential fallback) the same function called client by client and stacked."""
+    fn = _GRAD_FNS.get((id(model), vectorised))
     if fn is None:
         def f(w: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
             return loss_fn(model, w, xb, yb, mask)
 
-        fn = vmap(grad_and_value(f))
-        _GRAD_FNS[id(model)] = fn
+        one = grad_and_value(f)
+        if vectorised:
+            fn = vmap(one)
+        else:
+            def fn(w: Tensors, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor
+                   ) -> tuple[Tensors, torch.Tensor]:
+                outs = [one({k: v[c] for k, v in w.items()}, xb[c], yb[c], mask[c])
+                        for c in range(len(xb))]
+                return ({k: torch.stack([g[k] for g, _ in outs]) for k in w},
+                        torch.stack([loss for _, loss in outs]))
+        _GRAD_FNS[(id(model), vectorised)] = fn
     return fn
 
 
 @dataclass
 class ClientJob:
-    """One client's work: its start state, its data (row indices into the flat arrays)."""
+    """One client's work: its start state, its data (row indices into the flat arrays), and
+    for a client rule the server's inputs (shared) and the client's kept state (or None)."""
 
     state: State
     rows: np.ndarray  # the client's rows in x_flat / y_flat
     params: TrainParams
     rng: np.random.Generator
+    rule: ClientRule | None = None  # None: the default local SGD
+    inputs: State | None = None
+    client_state: State | None = None
+
+
+@dataclass
+class TrainResult:
+    """One client's training outcome: the model it sends, its metrics, and (client rules
+    only) the extra arrays it sends and the state it keeps."""
+
+    state: State
+    metrics: dict[str, float]
+    outputs: State | None = None
+    client_state: State | None = None
 
 
 def train_batched(model: nn.Module, jobs: Sequence[ClientJob], x_flat: torch.Tensor,
-                  y_flat: torch.Tensor) -> list[tuple[State, dict[str, float]]]:
-    """Train every job; returns (new state, metrics) per job, in order.
+                  y_flat: torch.Tensor, vectorised: bool = True) -> list[TrainResult]:
+    """Train every job; returns one :class:`TrainResult` per job, in order.
 
     ``x_flat``/``y_flat`` hold the data of all clients; a job's examples are
     ``x_flat[job.rows]``. Same results as ``local_train`` per client (float rounding aside).
+    Jobs are trained together when they share training parameters, rule and inputs.
     """
-    out: list[tuple[State, dict[str, float]] | None] = [None] * len(jobs)
-    groups: dict[TrainParams, list[int]] = {}
+    out: list[TrainResult | None] = [None] * len(jobs)
+    groups: dict[tuple[TrainParams, int, int], list[int]] = {}
     for j, job in enumerate(jobs):
-        groups.setdefault(job.params, []).append(j)
-    for params, members in groups.items():
-        for j, res in zip(members, _train_group(model, [jobs[j] for j in members], params,
-                                                x_flat, y_flat), strict=True):
+        groups.setdefault((job.params, id(job.rule), id(job.inputs)), []).append(j)
+    for (params, _, _), members in groups.items():
+        group = [jobs[j] for j in members]
+        for j, res in zip(members, _train_group(model, group, params, x_flat, y_flat,
+                                                vectorised), strict=True):
             out[j] = res
     return [r for r in out if r is not None]
 
@@ -133,51 +165,99 @@ def _batch_indices(plans: Sequence[Sequence[np.ndarray]], rows: Sequence[np.ndar
     return idx, mask
 
 
+def _client_states(rule: ClientRule, jobs: Sequence[ClientJob], w: Tensors) -> Tensors:
+    """The rule's per-client state, stacked in the order of ``jobs`` (= of ``w``): what a
+    client kept, or the rule's initial state for a client in its first round."""
+    state = rule.initial_state(w)
+    for row, job in enumerate(jobs):
+        for k, v in (job.client_state or {}).items():
+            if k not in state:
+                raise ValueError(f"client rule {rule.name!r}: kept state {k!r} is not one "
+                                 f"of its state's names {sorted(state)}")
+            state[k][row] = torch.from_numpy(np.asarray(v, np.float32))
+    return state
+
+
+def _write(into: Tensors, new: Tensors, a: int, c: int) -> None:
+    """``into[k][:a] = new[k]`` (a key seen for the first time gets zeros for the other
+    rows); a value that is the slice itself (left unchanged by the rule) is not copied."""
+    for k, v in new.items():
+        if k not in into:
+            into[k] = v.new_zeros((c, *v.shape[1:]))
+        elif v.data_ptr() == into[k].data_ptr() and len(v) == a:
+            continue
+        into[k][:a] = v
+
+
 def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParams,
-                 x_flat: torch.Tensor, y_flat: torch.Tensor
-                 ) -> list[tuple[State, dict[str, float]]]:
+                 x_flat: torch.Tensor, y_flat: torch.Tensor, vectorised: bool = True
+                 ) -> list[TrainResult]:
+    rule = jobs[0].rule or LocalSGD({})
     names = [k for k, _ in model.named_parameters()]
     plans = [batch_plan(len(job.rows), params, job.rng) for job in jobs]
     steps = np.array([len(p) for p in plans])
     order = np.argsort(-steps, kind="stable")  # longest first: active clients = a prefix
     c = len(jobs)
-    w = _stack_states([jobs[i].state for i in order], names)
-    anchor = {k: v.clone() for k, v in w.items()} if params.proximal_mu else None
-    bufs: dict[str, torch.Tensor] = {}
+    sorted_jobs = [jobs[i] for i in order]
+    w = _stack_states([job.state for job in sorted_jobs], names)
+    inputs = {k: torch.from_numpy(np.asarray(v, np.float32))
+              for k, v in (jobs[0].inputs or {}).items()}
+    kept = _client_states(rule, sorted_jobs, w)
+    opt = rule.begin(w, inputs, kept, params)
     loss_sum = torch.zeros(c, dtype=torch.float64)
-    grad_fn = _grad_fn(model)
+    grad_fn = _grad_fn(model, vectorised)
     b_max = max((len(p[0]) for p in plans if p), default=1)
-    sorted_plans = [plans[i] for i in order]
-    sorted_rows = [jobs[i].rows for i in order]
-    idx, mask = _batch_indices(sorted_plans, sorted_rows, b_max)
+    idx, mask = _batch_indices([plans[i] for i in order], [job.rows for job in sorted_jobs],
+                               b_max)
     for s in range(idx.shape[1]):
         a = int((steps > s).sum())
         it = torch.from_numpy(idx[:a, s])
-        xb, yb = x_flat[it], y_flat[it]
+        xb, yb, mb = x_flat[it], y_flat[it], torch.from_numpy(mask[:a, s])
+        first_loss: list[torch.Tensor] = []
+
+        def grad_at(v: Tensors, xb: torch.Tensor = xb, yb: torch.Tensor = yb,
+                    mb: torch.Tensor = mb, first_loss: list[torch.Tensor] = first_loss
+                    ) -> Tensors:
+            g, loss = grad_fn(v, xb, yb, mb)  # type: ignore[operator]
+            if not first_loss:
+                first_loss.append(loss.detach())  # the loss at the step's start point
+            return g
+
         w_a = {k: v[:a] for k, v in w.items()}
-        g, loss = grad_fn(w_a, xb, yb, torch.from_numpy(mask[:a, s]))  # type: ignore[operator]
-        loss_sum[:a] += loss.detach().double()
-        b_a = {k: v[:a] for k, v in bufs.items()}
-        anc = {k: v[:a] for k, v in anchor.items()} if anchor is not None else None
+        opt_a = {k: v[:a] for k, v in opt.items()}
         with torch.no_grad():
-            new_w, new_b = sgd_update(w_a, g, b_a, anc, params, first=s == 0)
+            new_w, new_opt = rule.step(w_a, grad_at, opt_a, params, s)
             for k in names:
                 w[k][:a] = new_w[k]
-            if s == 0:
-                bufs = {k: v.clone() for k, v in new_b.items()}
-            else:
-                for k, v in new_b.items():
-                    bufs[k][:a] = v
-    results: list[tuple[State, dict[str, float]] | None] = [None] * c
-    w_np = {k: v.numpy() for k, v in w.items()}
+            _write(opt, new_opt, a, c)
+        loss_sum[:a] += first_loss[0].double()
+    with torch.no_grad():
+        done = rule.finish(w, opt, inputs, kept, torch.from_numpy(steps[order]).float(),
+                           params)
+    return _results(jobs, order, steps, loss_sum, done, names, custom=jobs[0].rule is not None)
+
+
+def _results(jobs: Sequence[ClientJob], order: np.ndarray, steps: np.ndarray,
+             loss_sum: torch.Tensor, done: RuleResult, names: Sequence[str], custom: bool
+             ) -> list[TrainResult]:
+    """Per-job results, back in the jobs' order, from the stacked (sorted) tensors."""
+    model_np = {k: v.numpy() for k, v in done.model.items()}
+    outputs_np = {k: v.numpy() for k, v in done.outputs.items()}
+    state_np = {k: v.numpy() for k, v in done.state.items()}
+    metrics_np = {k: v.double().numpy() for k, v in done.metrics.items()}
+    results: list[TrainResult | None] = [None] * len(jobs)
     for pos, i in enumerate(order):
         job = jobs[i]
         state = {k: np.asarray(v) for k, v in job.state.items()}
-        state.update({k: w_np[k][pos] for k in names})
+        state.update({k: model_np[k][pos] for k in names})
         n_steps = int(steps[i])
-        results[i] = (state, {"train_loss": float(loss_sum[pos]) / n_steps if n_steps else 0.0,
-                              "num-examples": float(len(job.rows)),
-                              "num-steps": float(n_steps)})
+        metrics = {"train_loss": float(loss_sum[pos]) / n_steps if n_steps else 0.0,
+                   "num-examples": float(len(job.rows)), "num-steps": float(n_steps)}
+        metrics.update({k: float(v[pos]) for k, v in metrics_np.items()})
+        results[i] = TrainResult(
+            state, metrics,
+            {k: v[pos].copy() for k, v in outputs_np.items()} if custom else None,
+            {k: v[pos].copy() for k, v in state_np.items()} if custom and state_np else None)
     return [r for r in results if r is not None]
 
 
@@ -213,8 +293,44 @@ def flat_data(data: FederatedData) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
 _FLAT: dict[int, tuple[FederatedData, torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
 
+def make_job(vid: int, content: RecordDict, cfg: Config, offsets: np.ndarray,
+             decoded: dict[int, State], params_of: dict[int, tuple[Any, ...] | None]
+             ) -> ClientJob | None:
+    """The training job of one train item; None for work the batched trainer does not do
+    (relabelled tasks: Paris' router). Decoded records and per-config parameters are
+    cached in ``decoded``/``params_of`` (records shared by many items are read once)."""
+    arrays = first(content, ArrayRecord)  # the model ("arrays") comes first
+    if arrays is None:
+        raise ValueError("the message carries no ArrayRecord")
+    record = first(content, ConfigRecord)
+    if id(record) not in params_of:
+        config = dict(record or {})
+        params_of[id(record)] = (
+            None if "target-label" in config else
+            (TrainParams.from_config(cfg, config), int(config.get("server-round", 0)),
+             rule_for(config)))
+    found = params_of[id(record)]
+    if found is None:
+        return None
+    params, server_round, rule = found
+    inputs = kept = None
+    if rule is not None:
+        sent = content.get(INPUTS_KEY)
+        if isinstance(sent, ArrayRecord):
+            if id(sent) not in decoded:
+                decoded[id(sent)] = from_record(sent)
+            inputs = decoded[id(sent)]
+        kept_record = client_state_of(content)
+        kept = from_record(kept_record) if kept_record is not None else None
+    if id(arrays) not in decoded:
+        decoded[id(arrays)] = from_record(arrays)
+    rows = np.arange(offsets[vid], offsets[vid + 1], dtype=np.int64)
+    return ClientJob(decoded[id(arrays)], rows, params, client_rng(cfg.seed, server_round, vid),
+                     rule, inputs, kept)
+
+
 def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,
-             model: nn.Module) -> dict[int, tuple[State, dict[str, float]]]:
+             model: nn.Module) -> dict[int, TrainResult]:
     """Train all train items of a worker batch at once: position in ``items`` -> result.
 
     Items this cannot serve (undecodable content, a model vmap cannot handle, or an
@@ -224,33 +340,18 @@ def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,
     if kind != "train" or not cfg.vmap or not items or not vmap_supported(model):
         return {}
     decoded: dict[int, State] = {}
-    params_of: dict[int, tuple[TrainParams, int] | None] = {}  # per config record (shared)
+    params_of: dict[int, tuple[Any, ...] | None] = {}  # per config record (shared)
     positions: list[int] = []
     jobs: list[ClientJob] = []
     x_flat, y_flat, offsets = flat_data(data)
     for pos, (vid, content) in enumerate(items):
         try:
-            arrays = first(content, ArrayRecord)
-            if arrays is None:  # the sequential path reports it
-                continue
-            record = first(content, ConfigRecord)
-            if id(record) not in params_of:
-                config = dict(record or {})
-                params_of[id(record)] = (  # relabelled tasks (Paris' router): sequential path
-                    None if "target-label" in config else
-                    (TrainParams.from_config(cfg, config), int(config.get("server-round", 0))))
-            found = params_of[id(record)]
-            if found is None:
-                continue
-            params, server_round = found
-            if id(arrays) not in decoded:
-                decoded[id(arrays)] = from_record(arrays)
-            rows = np.arange(offsets[vid], offsets[vid + 1], dtype=np.int64)
-            jobs.append(ClientJob(decoded[id(arrays)], rows, params,
-                                  client_rng(cfg.seed, server_round, vid)))
-            positions.append(pos)
+            job = make_job(vid, content, cfg, offsets, decoded, params_of)
         except Exception:  # the sequential path reports it
             continue
+        if job is not None:
+            jobs.append(job)
+            positions.append(pos)
     if not jobs:
         return {}
     try:

@@ -22,11 +22,18 @@ from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
 from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
 from flowerbed.clients.models import build_model
+from flowerbed.clients.rules import OUTPUTS_KEY, rule_for
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
 from flowerbed.core.arrays import State, from_record, to_record
 from flowerbed.core.params import Config
 from flowerbed.core.records import filled, first
-from flowerbed.core.wire import Item, directive, error_reply, round_and_attempt
+from flowerbed.core.wire import (
+    CLIENT_STATE_KEY,
+    Item,
+    directive,
+    error_reply,
+    round_and_attempt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,41 @@ def training_labels(y: np.ndarray, config: ConfigRecord) -> np.ndarray:
     return y
 
 
+def train_one(vid: int, content: RecordDict, cfg: Config, data: FederatedData,
+              model: nn.Module) -> batched.TrainResult:
+    """One client's training on the sequential path (no vmap)."""
+    arrays, config = _arrays_and_config(content)
+    rule = rule_for(config)
+    if rule is None:  # the default local SGD: its own loop (handles models with buffers)
+        state = from_record(arrays)
+        x, y = data.x[vid], training_labels(data.y[vid], config)
+        params = TrainParams.from_config(cfg, dict(config))
+        rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
+        return batched.TrainResult(*local_train(model, state, x, y, params, rng))
+    if any(True for _ in model.buffers()):
+        raise ValueError(f"client rule {rule.name!r} needs a model without buffers "
+                         "(BatchNorm keeps running statistics in the model); use GroupNorm")
+    if "target-label" in config:
+        raise ValueError("a client rule cannot train a relabelled task (target-label)")
+    x_flat, y_flat, offsets = batched.flat_data(data)
+    job = batched.make_job(vid, content, cfg, offsets, {}, {})
+    assert job is not None
+    return batched.train_batched(model, [job], x_flat, y_flat, vectorised=False)[0]
+
+
+def train_reply(result: batched.TrainResult) -> RecordDict:
+    """The reply of a trained client: its model and metrics, and for a client rule the
+    extra arrays it sends and the state it keeps (the platform strips that one)."""
+    records: dict[str, object] = {
+        "arrays": to_record(result.state),
+        "metrics": filled(MetricRecord(), {k: float(v) for k, v in result.metrics.items()})}
+    if result.outputs:
+        records[OUTPUTS_KEY] = to_record(result.outputs)
+    if result.client_state is not None:
+        records[CLIENT_STATE_KEY] = to_record(result.client_state)
+    return filled(RecordDict(), records)  # built from trusted values: no checks
+
+
 def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     """Train or evaluate every (virtual node id, content) item; one reply per item.
 
@@ -80,33 +122,21 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
             action = plan[pos]
             if action == FAIL:
                 raise InjectedFailure("injected client failure")
-            if kind == "train" and pos in done:
-                new_state, metrics = done[pos]
-            else:
-                arrays, config = _arrays_and_config(content)
-                if id(arrays) not in decoded:
-                    decoded[id(arrays)] = from_record(arrays)
-                state = decoded[id(arrays)]
-                x, y = data.x[vid], training_labels(data.y[vid], config)
+            arrays, config = _arrays_and_config(content)
+            if id(arrays) not in decoded:
+                decoded[id(arrays)] = from_record(arrays)
             if kind == "train":
-                if pos not in done:
-                    params = TrainParams.from_config(cfg, dict(config))
-                    rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
-                    new_state, metrics = local_train(model, state, x, y, params, rng)
-                arrays, config = _arrays_and_config(content)
+                result = done.get(pos) or train_one(vid, content, cfg, data, model)
                 if wants_clipping(config):  # Flower's client-side DP wrappers
-                    if id(arrays) not in decoded:
-                        decoded[id(arrays)] = from_record(arrays)
-                    new_state, metrics = clip_update(new_state, decoded[id(arrays)], config,
-                                                     dict(metrics))
+                    result.state, result.metrics = clip_update(
+                        result.state, decoded[id(arrays)], config, dict(result.metrics))
                 if action == CORRUPT:
-                    new_state = corrupt_state(new_state, cfg.seed, *round_and_attempt(content),
-                                              vid)
-                reply = filled(RecordDict(), {  # built from trusted values: no checks
-                    "arrays": to_record(new_state),
-                    "metrics": filled(MetricRecord(), {k: float(v) for k, v in metrics.items()})})
+                    result.state = corrupt_state(result.state, cfg.seed,
+                                                 *round_and_attempt(content), vid)
+                reply = train_reply(result)
             else:
-                m = evaluate(model, state, x, y)
+                x, y = data.x[vid], training_labels(data.y[vid], config)
+                m = evaluate(model, decoded[id(arrays)], x, y)
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})

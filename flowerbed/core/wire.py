@@ -28,6 +28,14 @@ from flowerbed.core.arrays import fast_array, fast_numpy
 PACK_KEY = "flowerbed.pack"
 ERROR_KEY = "flowerbed.error"  # a worker reply for a client whose work raised
 INJECT_KEY = "flowerbed.inject"  # the simulation tells a node to misbehave (see below)
+# a client's kept state (client rules), carried between the platform's store and the node;
+# platform plumbing, never counted as traffic and never seen by the strategy
+CLIENT_STATE_KEY = "flowerbed.client-state"
+# client rules (flowerbed.clients.rules): the train-config key naming the rule, the server's
+# arrays for it and the client's extra arrays back (both real traffic, counted)
+RULE_KEY = "client-rule"
+INPUTS_KEY = "rule-inputs"
+OUTPUTS_KEY = "rule-outputs"
 Item = tuple[int, RecordDict]  # (virtual node id, content)
 Record = ArrayRecord | ConfigRecord | MetricRecord
 
@@ -171,3 +179,27 @@ def directive(content: RecordDict) -> str | None:
     """The action the simulation asks of the node for this message, or None."""
     record = content.get(INJECT_KEY)
     return None if record is None else str(record["action"])
+
+
+# --- a client's kept state ---------------------------------------------------------------------
+
+
+def with_client_state(content: RecordDict, state: ArrayRecord) -> RecordDict:
+    """``content`` plus the client's kept state (a new RecordDict: shared payloads stay
+    shared)."""
+    out = RecordDict(dict(content.items()))
+    out[CLIENT_STATE_KEY] = state
+    return out
+
+
+def client_state_of(content: RecordDict) -> ArrayRecord | None:
+    record = content.get(CLIENT_STATE_KEY)
+    return record if isinstance(record, ArrayRecord) else None
+
+
+def without_client_state(content: RecordDict) -> tuple[RecordDict, ArrayRecord | None]:
+    """(the reply as the strategy sees it, the client's new kept state or None)."""
+    state = client_state_of(content)
+    if state is None:
+        return content, None
+    return RecordDict({k: v for k, v in content.items() if k != CLIENT_STATE_KEY}), state

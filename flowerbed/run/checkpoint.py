@@ -224,12 +224,14 @@ class Checkpointer:
             server_round % self.every == 0 or server_round == num_rounds)
 
     def save(self, server_round: int, arrays: State, strategy: Any, participation: Any,
-             ledger: Any, records: list[dict[str, Any]]) -> Path:
+             ledger: Any, records: list[dict[str, Any]], client_states: Any = None) -> Path:
         doc = {"version": FORMAT_VERSION, "round": server_round, "config": self.config,
                "arrays": dict(arrays),
                "strategy": strategy.state_dict() if hasattr(strategy, "state_dict") else {},
                "participation": participation.state_dict(),
                "ledger": ledger.state_dict(), "records": records, "rng": rng_states()}
+        if client_states is not None and len(client_states):  # optional section
+            doc["client_states"] = client_states.state_dict()
         path = save(self.run_dir, doc)
         log.info("checkpoint after round %d: %s", server_round, path)
         return path

@@ -192,6 +192,8 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     simulation_keys.check_simulation_config(cfg)
     cls = strategy_class(name)
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
+    if hasattr(cls, "check_run"):
+        cls.check_run(values)
     dp.check_dp(cfg, cls)
     if (cfg.checkpoint_every > 0 or cfg.resume_from) and not cfg.tracking:
         key = "checkpoint-every" if cfg.checkpoint_every > 0 else "resume-from"

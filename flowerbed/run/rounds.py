@@ -99,7 +99,8 @@ class RoundLoop:
         if self.checkpointer and self.checkpointer.due(server_round, self.cfg.num_server_rounds):
             # the participation state is that of the round boundary (before begin)
             self.checkpointer.save(server_round, from_record(arrays), self.strategy,
-                                   self.grid.participation, self.ledger, self.records)
+                                   self.grid.participation, self.ledger, self.records,
+                                   self.grid.client_states)
         return out
 
     def simulated_time(self, server_round: int) -> dict[str, float]:

@@ -175,6 +175,7 @@ def restore(resume: Resume, strategy: Any, loop: RoundLoop) -> State:
                               f"state does not load into {type(strategy).__name__}: "
                               f"{type(err).__name__}: {err}") from None
     loop.grid.participation.load_state_dict(doc["participation"])
+    loop.grid.client_states.load_state_dict(doc.get("client_states", {}))
     loop.ledger.load_state_dict(doc["ledger"])
     loop.records.extend(doc["records"])
     set_rng_states(doc["rng"])

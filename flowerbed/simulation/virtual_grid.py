@@ -23,7 +23,14 @@ from flowerbed.clients.injected import CORRUPT, FAIL
 from flowerbed.core.arrays import from_record, record_nbytes
 from flowerbed.core.records import all_of, first
 from flowerbed.core.validation import check_reply_arrays
-from flowerbed.core.wire import reply_error, round_and_attempt, with_directive
+from flowerbed.core.wire import (
+    reply_error,
+    round_and_attempt,
+    with_client_state,
+    with_directive,
+    without_client_state,
+)
+from flowerbed.simulation.client_state import ClientStates
 from flowerbed.simulation.faults import Fault, FaultPlan
 from flowerbed.simulation.ledger import SERVER, Ledger
 from flowerbed.simulation.participation import Participation
@@ -95,6 +102,7 @@ class VirtualGrid(Grid):
         self.server_round = 0
         self._available = np.arange(num_nodes)
         self.stats: dict[int, RoundStats] = {}
+        self.client_states = ClientStates()  # what clients keep between rounds
         self._pending: dict[str, Message] = {}
 
     # --- round bookkeeping (driven by the platform's round hook)
@@ -170,6 +178,10 @@ class VirtualGrid(Grid):
                 content = (with_directive(msg.content, FAIL) if fault is Fault.FAILED
                            else with_directive(msg.content, CORRUPT)
                            if fault is Fault.CORRUPT else msg.content)
+                kept = self.client_states.record_for(msg.metadata.dst_node_id) if train \
+                    else None
+                if kept is not None:  # after the ledger counted the message: not traffic
+                    content = with_client_state(content, kept)
                 delivered.append((msg, content))
             shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
             out = self.transport.run(
@@ -181,6 +193,7 @@ class VirtualGrid(Grid):
                     replies.append(Message(Error(ERROR_NO_REPLY, reason), reply_to=msg))
                     stats.count("dropped", reason, train)
                     continue
+                content, kept = without_client_state(content)
                 reason = reply_error(content)
                 if reason is not None:
                     replies.append(Message(Error(ERROR_CLIENT_FAILED, reason), reply_to=msg))
@@ -198,6 +211,8 @@ class VirtualGrid(Grid):
                     continue
                 if self.count_server_traffic:
                     self.ledger.record(vid, SERVER, payload_nbytes(content))
+                if kept is not None and train:
+                    self.client_states.keep(vid, kept)
                 replies.append(Message(content, reply_to=msg))
                 if kind == "train":
                     stats.participants += 1

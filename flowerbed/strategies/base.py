@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
@@ -35,6 +36,7 @@ from flowerbed.core.params import (
 from flowerbed.core.records import first
 from flowerbed.core.rng import Stream, stream
 from flowerbed.core.validation import check_reply_arrays, shapes_of
+from flowerbed.core.wire import INPUTS_KEY, OUTPUTS_KEY, RULE_KEY
 from flowerbed.strategies.averaging import weighted_sum
 from flowerbed.strategies.contract import PlatformStrategy, Services, messages, payload
 
@@ -50,6 +52,7 @@ class ClientUpdate:
     state: State
     num_examples: float
     metrics: dict[str, float]
+    outputs: State | None = None  # a client rule's extra arrays ("rule-outputs"), if sent
 
 
 @dataclass(frozen=True)
@@ -189,11 +192,29 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
         chosen = self.rng.choice(len(available), size=k, replace=False)
         return sorted(available[i] for i in chosen)
 
+    # --- the clients' side (flowerbed.clients.rules): which rule they run, with what
+    client_rule: ClassVar[str] = "sgd"  # a built-in rule's name or 'pkg.module:Class'
+
+    def rule_config(self, server_round: int) -> dict[str, Any]:
+        """The client rule's hyperparameters, sent in every train config."""
+        return {}
+
+    def rule_inputs(self, server_round: int) -> State | None:
+        """Arrays the rule needs from the server (sent with the model; counted as traffic)."""
+        return None
+
     def _messages(self, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord,
                   mtype: str, server_round: int) -> list[Message]:
         """The same model and config to every node (one shared content: carried once)."""
         config["server-round"] = server_round
         content = payload(arrays, config)
+        if mtype == MessageType.TRAIN and self.client_rule != "sgd":
+            config[RULE_KEY] = self.client_rule
+            for k, v in self.rule_config(server_round).items():
+                config[k] = v
+            inputs = self.rule_inputs(server_round)
+            if inputs is not None:
+                content[INPUTS_KEY] = to_record(inputs)
         return messages(((n, content) for n in nodes), mtype, str(server_round))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -222,14 +243,17 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                 rejected += 1
                 continue
             state = from_record(arrays, copy=False)
-            if check_reply_arrays(ref, state, exact=True) is not None:
+            extra = msg.content.get(OUTPUTS_KEY)
+            outputs = from_record(extra, copy=False) if isinstance(extra, ArrayRecord) else None
+            if check_reply_arrays(ref, state, exact=True) is not None or (
+                    outputs is not None and check_reply_arrays(ref, outputs) is not None):
                 rejected += 1
                 continue
             metrics = first(msg.content, MetricRecord) or MetricRecord()
             updates.append(ClientUpdate(msg.metadata.src_node_id, state,
                                         float(metrics.get(self.weighted_by_key, 1.0)),
                                         {k: float(v) for k, v in metrics.items()
-                                         if isinstance(v, int | float)}))
+                                         if isinstance(v, int | float)}, outputs))
         if rejected:
             self.rejected[server_round] = self.rejected.get(server_round, 0) + rejected
         return updates

@@ -103,6 +103,12 @@ class PlatformStrategy:
         anything starts. Override to add checks; call ``super()``."""
         return None
 
+    @classmethod
+    def check_run(cls, values: Mapping[str, Any]) -> None:
+        """Reject run-config values (the platform's keys, e.g. ``momentum``) this strategy
+        cannot work with (ConfigError naming the key). Override to add checks."""
+        return None
+
     def primary(self) -> Primary:
         """The declared primary metric; override when it depends on the parameters."""
         return Primary(self.primary_metric, self.primary_label, self.companion_metrics)

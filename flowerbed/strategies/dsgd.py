@@ -12,6 +12,7 @@ all-reduce (n (n - 1) messages) after which every node holds x-bar.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.serverapp import Grid
@@ -48,14 +49,24 @@ class DSGD(DecentralizedStrategy):
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         active = sorted(int(v) for v in grid.get_node_ids())
         half = self.store.copy(self.x)  # x^{t+1/2}: inactive nodes keep x^t
-        self.train_rows(grid, active, self.x, half, server_round, timeout)
-        step = server_round - 1
-        self.x = self.mix(self.topology, half, step)
-        self.record_topology(self.topology, step)
+        self.train_rows(grid, active, self.x, half, server_round, timeout,
+                        self.local_config())
+        for step in self.gossip_schedule(server_round):
+            half = self.mix(self.topology, half, step)
+            self.record_topology(self.topology, step)
+        self.x = half
         if self.params.final_merge and server_round == self.num_rounds:
             # the per-node models just before the single global merge (x-bar is unchanged)
             self.premerge = {f"premerge_{k}": v for k, v in self.node_metrics().items()}
             self.all_reduce()
+
+    def local_config(self) -> dict[str, Any] | None:
+        """Extra train-config entries for the local steps (e.g. a client rule)."""
+        return None
+
+    def gossip_schedule(self, server_round: int) -> list[int]:
+        """The topology steps of this round's gossip: one, step t - 1."""
+        return [server_round - 1]
 
     def round_metrics(self, server_round: int) -> dict[str, float]:
         out = super().round_metrics(server_round)

@@ -38,7 +38,8 @@ def _check(model: nn.Module, sizes: list[int], params: list[TrainParams],
             for i in range(len(sizes))]
     got = train_batched(model, jobs, x, y)
     assert len(got) == len(sizes)
-    for i, (state, metrics) in enumerate(got):
+    for i, result in enumerate(got):
+        state, metrics = result.state, result.metrics
         want_state, want_metrics = local_train(model, states[i], x[rows[i]].numpy(),
                                                y[rows[i]].numpy(), params[i],
                                                client_rng(7, 3, i))
@@ -49,7 +50,7 @@ def _check(model: nn.Module, sizes: list[int], params: list[TrainParams],
         assert metrics["num-examples"] == want_metrics["num-examples"]
         assert metrics["train_loss"] == pytest.approx(want_metrics["train_loss"], abs=1e-5)
     # the clients really trained: states moved away from the start
-    assert not np.allclose(got[0][0]["1.weight"], states[0]["1.weight"])
+    assert not np.allclose(got[0].state["1.weight"], states[0]["1.weight"])
 
 
 def test_equal_sizes_fixed_steps() -> None:

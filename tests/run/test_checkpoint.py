@@ -190,21 +190,24 @@ def test_resume_refuses_fewer_rounds_than_completed(tmp_path, crashed, capsys):
 @pytest.mark.parametrize("strategy, extra", [
     ("fedau", {"participation": "markov", "fedau-cutoff": 3, "min-replies": 3}),
     ("paris", {"experts": 2, "sync-every": 3, "min-replies": 6}),
+    ("scaffold", {"min-replies": 6}),
 ])
-def test_declared_state_survives_a_crash_for_fedau_and_paris(tmp_path, strategy, extra):
-    """Subclass state (FedAU's interval estimates, Paris's experts) and the base's counters
-    (rejected, attempts, skipped) both come back: the resumed run equals the uninterrupted
+def test_declared_state_survives_a_crash(tmp_path, strategy, extra):
+    """Subclass state (FedAU's interval estimates, Paris's experts, SCAFFOLD's c), the
+    clients' kept state (SCAFFOLD's c_i, held by the platform) and the base's counters
+    (rejected, attempts, skipped) all come back: the resumed run equals the uninterrupted
     one row for row and in every summary total."""
     over = {"strategy": strategy, "num-server-rounds": 8, **extra}
     ref = run_experiment(parse_run_config(config(tmp_path, "ref", **over)))
     totals = ref.summary["totals"]
     assert totals["corrupt"] > 0 and totals["retries"] > 0  # the faults bite
-    assert 0 < totals["round_skipped"] < 8 or strategy == "paris"
+    assert 0 < totals["round_skipped"] < 8 or strategy != "fedau"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(parse_run_config(config(tmp_path, "crash", **over)),
                        extra_trackers=[Crash(after=5)])
     run_dir = tmp_path / "crash"
     assert checkpoint.load(run_dir)["round"] == 4
+    assert ("client_states" in checkpoint.load(run_dir)) == (strategy == "scaffold")
     resumed = run_experiment(parse_run_config(config(
         tmp_path, "crash", **over, **{"resume-from": str(run_dir)})))
     assert metrics(run_dir) == metrics(ref.run_dir)

@@ -1,0 +1,54 @@
+"""The state clients keep between rounds (client rules such as SCAFFOLD's c_i).
+
+In a real deployment a client keeps its state on the device. Here virtual clients are
+hosted by whichever worker gets their shard this round, so the platform keeps their state
+instead and hands it to the worker with the client's training message: it does not depend
+on which worker hosts the client (re-sharding loses nothing), it is saved with checkpoints,
+and it is never counted as traffic (the grid attaches it after the ledger has counted the
+message, and strips it from the reply before the ledger and the strategy see it).
+
+Only a reply the round accepts updates a client's state (a client that failed, dropped out
+or answered late keeps the state it had).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import ArrayRecord
+
+from flowerbed.core.arrays import State, from_record, to_record
+
+
+class ClientStates:
+    def __init__(self) -> None:
+        self._kept: dict[int, State] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, vid: int) -> bool:
+        return vid in self._kept
+
+    def record_for(self, vid: int) -> ArrayRecord | None:
+        state = self._kept.get(vid)
+        return None if state is None else to_record(state)
+
+    def keep(self, vid: int, record: ArrayRecord) -> None:
+        self._kept[vid] = from_record(record)
+
+    def get(self, vid: int) -> State | None:
+        return self._kept.get(vid)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for s in self._kept.values() for a in s.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(vid): dict(state) for vid, state in sorted(self._kept.items())}
+
+    def load_state_dict(self, doc: dict[str, Any]) -> None:
+        self._kept = {int(vid): dict(state) for vid, state in doc.items()}
+
+
+__all__ = ["ClientStates"]
