@@ -24,6 +24,7 @@ from flowerbed.core.arrays import from_record, record_nbytes
 from flowerbed.core.records import all_of, first
 from flowerbed.core.validation import check_reply_arrays
 from flowerbed.core.wire import reply_error, round_and_attempt, with_directive
+from flowerbed.simulation.deadline import Deadline
 from flowerbed.simulation.faults import Fault, FaultPlan
 from flowerbed.simulation.ledger import SERVER, Ledger
 from flowerbed.simulation.participation import Participation
@@ -96,6 +97,9 @@ class VirtualGrid(Grid):
         self._available = np.arange(num_nodes)
         self.stats: dict[int, RoundStats] = {}
         self._pending: dict[str, Message] = {}
+        # virtual time: replies finishing after the round's deadline (or past the first m of
+        # over-selection) are late (flowerbed.simulation.deadline); None: off
+        self.deadline: Deadline | None = None
 
     # --- round bookkeeping (driven by the platform's round hook)
     def begin_round(self, server_round: int) -> None:
@@ -174,6 +178,8 @@ class VirtualGrid(Grid):
             shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
             out = self.transport.run(
                 kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
+            if train and self.deadline is not None:
+                late |= self._late_by_clock(delivered, out, len(msgs))
             for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
                 vid = msg.metadata.dst_node_id
                 if content is None:
@@ -207,6 +213,19 @@ class VirtualGrid(Grid):
                         stats.loss_sum += float(m["train_loss"]) * w
                         stats.loss_weight += w
         return replies
+
+    def _late_by_clock(self, delivered: list[tuple[Message, RecordDict]],
+                       out: list[RecordDict | None], n_sent: int) -> set[int]:
+        """Positions of ``delivered`` whose usable replies the deadline makes late."""
+        assert self.deadline is not None
+        usable = [p for p, c in enumerate(out) if c is not None and reply_error(c) is None]
+        sizes: dict[int, int] = {}  # per sent record (a broadcast model is one record)
+        down = [sizes.setdefault(id(delivered[p][0].content),
+                                 payload_nbytes(delivered[p][0].content)) for p in usable]
+        up = [payload_nbytes(out[p]) for p in usable]  # type: ignore[arg-type]
+        nodes = [delivered[p][0].metadata.dst_node_id for p in usable]
+        late = self.deadline.late(self.server_round, nodes, down, up, n_sent)
+        return {usable[i] for i in late}
 
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,
