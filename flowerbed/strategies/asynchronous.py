@@ -89,6 +89,10 @@ class AsyncStrategy(CentralizedStrategy):
 
     Params = AsyncParams
     asynchronous: ClassVar[bool] = True
+    # declared for completeness; the in-flight jobs live in the event grid, so an
+    # asynchronous run still cannot resume (the run config refuses it)
+    state_fields = ("async_rng", "version", "sent", "models", "jobs", "staleness_log")
+    scratch_fields = ("_content",)  # the current version's record, rebuilt on demand
 
     def __init__(self, params: AsyncParams, services: Services) -> None:
         super().__init__(params, services)

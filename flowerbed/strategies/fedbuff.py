@@ -42,6 +42,7 @@ class FedBuff(AsyncStrategy):
     """A server step every K replies (module docstring)."""
 
     Params = FedBuffParams
+    state_fields = ("buffer", "buffered")
 
     def __init__(self, params: FedBuffParams, services: Services) -> None:
         super().__init__(params, services)

@@ -87,7 +87,7 @@ def test_fedasync_applies_every_reply_in_arrival_order() -> None:
     0.5. t=2: client 1 (v0, staleness 1) -> 0.5*0.5 + 0.5*1 = 0.75, then client 0 (v1,
     staleness 1, returns 1.5) -> 1.125; it restarts on 1.125. t=3: client 0 (staleness 0,
     returns 2.125) -> 1.625."""
-    strat, grid, transport, run = setup("fedasync", **{"async-alpha": 0.5,
+    strat, _, transport, run = setup("fedasync", **{"async-alpha": 0.5,
                                                        "staleness": "constant"})
     seen = run(4)
     assert seen == [(0, 0.0, 0.0), (1, 0.5, 1.0), (2, 0.75, 2.0), (3, 1.125, 2.0),
