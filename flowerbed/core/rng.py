@@ -32,6 +32,8 @@ class Stream(enum.IntEnum):
     RANDOM_REGULAR = 0x22  # random-regular graphs
     ERDOS_RENYI = 0xE2  # Erdos-Renyi graphs
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
+    AVAILABILITY = 8887  # the clients' availability processes (on-off stretches, phases)
+    ASYNC_SAMPLING = 1299709  # which idle clients an asynchronous strategy starts
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

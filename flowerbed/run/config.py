@@ -36,6 +36,7 @@ from flowerbed.core.params import (
     toml_value,
 )
 from flowerbed.simulation import keys as simulation_keys
+from flowerbed.simulation.clock import enabled as clock_enabled
 from flowerbed.strategies import dp
 from flowerbed.strategies.registry import builtin_classes, strategy_class
 
@@ -195,11 +196,28 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     if hasattr(cls, "check_run"):
         cls.check_run(values)
     dp.check_dp(cfg, cls)
+    check_asynchronous(cfg, cls)
     if (cfg.checkpoint_every > 0 or cfg.resume_from) and not cfg.tracking:
         key = "checkpoint-every" if cfg.checkpoint_every > 0 else "resume-from"
         raise ConfigError(key, cfg[key], "needs tracking = true (checkpoints live in the "
                           "run folder)")
     return cfg
+
+
+def check_asynchronous(cfg: RunConfig, cls: type) -> None:
+    """An asynchronous strategy runs on the virtual clock, in one go (no checkpoints)."""
+    if not getattr(cls, "asynchronous", False):
+        return
+    if not clock_enabled(cfg):
+        raise ConfigError("strategy", cfg.strategy, "is asynchronous: it runs on the virtual "
+                          "clock; set step-seconds (and/or a bandwidth key)")
+    for key in ("checkpoint-every", "resume-from", "round-deadline-s", "over-selection"):
+        if cfg[key]:
+            why = ("an asynchronous run cannot be checkpointed or resumed yet"
+                   if key in ("checkpoint-every", "resume-from")
+                   else "an asynchronous strategy has no synchronous rounds to time")
+            raise ConfigError(key, cfg[key], f"must be unset with strategy {cfg.strategy}: "
+                              f"{why}")
 
 
 def check_paths(cfg: RunConfig, base: Path | None = None) -> None:

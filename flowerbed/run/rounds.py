@@ -26,7 +26,9 @@ from flowerbed.core.arrays import State, from_record
 from flowerbed.run.checkpoint import Checkpointer
 from flowerbed.run.config import RunConfig
 from flowerbed.run.trackers import TrackerList
+from flowerbed.simulation.availability import AvailableAt
 from flowerbed.simulation.clock import Clock, local_steps
+from flowerbed.simulation.event_grid import EventGrid
 from flowerbed.simulation.ledger import SERVER, Ledger
 from flowerbed.simulation.virtual_grid import VirtualGrid
 from flowerbed.strategies.contract import PlatformStrategy
@@ -62,7 +64,13 @@ class RoundLoop:
         """Open ``server_round``: who is reachable, and the ledger's new round (once: the
         run opens its first round before ``start()``, and round 0 ends just before it)."""
         if self.grid.server_round != server_round:
+            if isinstance(self.grid.participation, AvailableAt):  # who is online at t
+                self.grid.participation.now = self.sim_time_so_far()
             self.grid.begin_round(server_round)
+
+    def sim_time_so_far(self) -> float:
+        """Simulated seconds at the end of the last recorded round (0 before any)."""
+        return float(self.records[-1].get("sim_time_s", 0.0)) if self.records else 0.0
 
     def end(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Close ``server_round``: evaluate, record, track, checkpoint."""
@@ -108,12 +116,17 @@ class RoundLoop:
         assert self.clock is not None
         traffic = self.ledger.rounds.get(server_round)
         seconds = 0.0
-        if server_round > 0 and traffic is not None:
+        deadline = self.grid.deadline
+        if isinstance(self.grid, EventGrid):  # asynchronous: the event loop's own clock
+            now = self.grid.now
+            return {"sim_round_s": now - self.sim_time_so_far(), "sim_time_s": now}
+        if deadline is not None and server_round in deadline.seconds:
+            seconds = deadline.seconds[server_round]
+        elif server_round > 0 and traffic is not None:
             trained = sorted(k for k in traffic.received if k != SERVER)
             seconds = self.clock.round_seconds(
                 traffic, local_steps(self.cfg, self.data.sizes, trained))
-        before = self.records[-1].get("sim_time_s", 0.0) if self.records else 0.0
-        return {"sim_round_s": seconds, "sim_time_s": before + seconds}
+        return {"sim_round_s": seconds, "sim_time_s": self.sim_time_so_far() + seconds}
 
 
 __all__ = ["FAULT_COUNTS", "RoundLoop"]

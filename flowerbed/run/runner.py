@@ -35,8 +35,12 @@ from flowerbed.run.logging_setup import run_log
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
-from flowerbed.simulation.clock import Clock
+from flowerbed.simulation.availability import AvailableAt, build_availability
+from flowerbed.simulation.clock import Clock, local_steps
 from flowerbed.simulation.clock import enabled as clock_enabled
+from flowerbed.simulation.deadline import Deadline
+from flowerbed.simulation.deadline import enabled as deadline_enabled
+from flowerbed.simulation.event_grid import EventGrid
 from flowerbed.simulation.faults import FaultPlan
 from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation_patterns import build_participation
@@ -197,6 +201,27 @@ def ended_by(err: BaseException) -> tuple[str, str | None]:
     return "failed", f"{type(err).__name__}: {err}"
 
 
+def build_grid(cfg: RunConfig, strategy: Any, transport: Transport, ledger: Ledger,
+               participation: Any, clock: Clock | None, steps: Any) -> VirtualGrid:
+    """The virtual grid of the run, with the time services the config asks for: an
+    event grid for an asynchronous strategy; else availability at each round's simulated
+    start and the round deadline / over-selection."""
+    kwargs: dict[str, Any] = {
+        "count_server_traffic": not getattr(strategy, "routes_through_server", False),
+        "faults": FaultPlan.from_config(cfg), "round_timeout": cfg.round_timeout}
+    availability = build_availability(cfg, cfg.num_clients)
+    if getattr(strategy, "asynchronous", False):
+        assert clock is not None  # the run config requires it
+        return EventGrid(transport, cfg.num_clients, ledger, participation, clock=clock,
+                         availability=availability, steps=steps, **kwargs)
+    if cfg.availability != "always":
+        participation = AvailableAt(participation, availability)
+    vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation, **kwargs)
+    if clock is not None and deadline_enabled(cfg):
+        vgrid.deadline = Deadline(clock, cfg.round_deadline_s, cfg.over_selection, steps)
+    return vgrid
+
+
 def run_experiment(cfg: RunConfig, grid: Grid | None = None,
                    extra_trackers: list[Tracker] | None = None) -> RunResult:
     """Run ``cfg``: on Flower's ``grid`` (engine 'flower') or in this process.
@@ -250,13 +275,11 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
                         build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
     strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
     notes = strategy_notes(strategy)
-    vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
-                        count_server_traffic=not getattr(strategy, "routes_through_server",
-                                                         False),
-                        faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout)
+    clock = Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None
+    vgrid = build_grid(cfg, strategy, transport, ledger, participation, clock,
+                       lambda k: local_steps(cfg, data.sizes, [k])[k])
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
-    loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers,
-                     clock=Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None)
+    loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers, clock=clock)
     if run_dir is not None and cfg.checkpoint_every > 0:
         loop.checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, cfg.as_dict())
     start_kwargs: dict[str, Any] = {}

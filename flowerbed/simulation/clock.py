@@ -18,8 +18,10 @@ everyone it served):
 The bytes are the ledger's (what a deployment would send). A decentralized round has no
 server traffic, so a gossip step lasts as long as its slowest node's links. A bandwidth of
 0 means unlimited, and ``step-seconds = 0`` leaves compute out: with every setting at its
-default the clock is off. Not modelled yet: availability traces, round deadlines (stragglers
-from the clock), over-selection, asynchronous rounds.
+default the clock is off. One client's own time (:meth:`Clock.client_seconds`) uses the
+same terms with its 1/n share of the server link; round deadlines and over-selection
+(:mod:`flowerbed.simulation.deadline`), availability (:mod:`flowerbed.simulation.availability`)
+and asynchronous runs (:mod:`flowerbed.simulation.event_grid`) build on it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,21 @@ class Clock:
                       default=0.0)
         latency = self.latency * ((1 if clients_in else 0) + (1 if clients_out else 0))
         return float(down + compute + up + latency)
+
+    def client_seconds(self, k: int, down_bytes: int, up_bytes: int, steps: int,
+                       n_down: int = 1, n_up: int = 1) -> float:
+        """Client k's time from the server's send to its reply's arrival.
+
+        Its download lasts max(b / its downlink, n_down b / server downlink): the server's
+        link is shared equally by the n_down clients served at once (n_up for the uplink),
+        so the slowest client of a round finishes at :meth:`round_seconds` when all are sent
+        the same bytes. Each transfer adds one latency.
+        """
+        p = self.profiles
+        down = max(8 * down_bytes / p.down_bps[k], 8 * down_bytes * n_down / self.server_down)
+        up = max(8 * up_bytes / p.up_bps[k], 8 * up_bytes * n_up / self.server_up)
+        latency = self.latency * ((down_bytes > 0) + (up_bytes > 0))
+        return float(down + steps * self.step_seconds / p.speed[k] + up + latency)
 
 
 def local_steps(cfg: Any, sizes: np.ndarray, clients: list[int]) -> dict[int, int]:

@@ -12,7 +12,7 @@ from flowerbed.core.params import (
     unit_interval_open_left,
     unit_interval_open_right,
 )
-from flowerbed.simulation import clock
+from flowerbed.simulation import availability, clock, deadline
 
 PARTICIPATION_KEYS: tuple[Key, ...] = (
     Key("participation", "always", "always, bernoulli, data-bernoulli, cyclic, markov",
@@ -47,7 +47,8 @@ EXECUTION_KEYS: tuple[Key, ...] = (
     Key("round-timeout", 3600.0, "seconds the server waits for a round's replies", positive),
 )
 
-KEYS: tuple[Key, ...] = PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS
+KEYS: tuple[Key, ...] = (PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS
+                         + availability.KEYS + deadline.KEYS)
 
 
 
@@ -61,7 +62,24 @@ def check_simulation_config(cfg: Config) -> None:
         last = [k for k in rates if cfg[k] > 0][-1]
         raise ConfigError(last, cfg[last], "the fault rates (" + " + ".join(rates)
                           + ") must add up to at most 1")
+    check_time_config(cfg)
+
+
+def check_time_config(cfg: Config) -> None:
+    """Availability and deadlines live on the virtual clock: it must be on."""
+    timed = clock.enabled(cfg)
+    if cfg.availability != "always" and not timed:
+        raise ConfigError("availability", cfg.availability, "needs the virtual clock (set "
+                          "step-seconds or a bandwidth key): without it time never advances")
+    for key in ("round-deadline-s", "over-selection"):
+        if cfg[key] > 0 and not timed:
+            raise ConfigError(key, cfg[key], "needs the virtual clock (set step-seconds or a "
+                              "bandwidth key): stragglers then follow from the clock")
+    if deadline.enabled(cfg) and cfg.straggler_rate > 0:
+        key = "round-deadline-s" if cfg.round_deadline_s > 0 else "over-selection"
+        raise ConfigError("straggler-rate", cfg.straggler_rate, f"must be 0 with {key}: "
+                          "stragglers follow from the clock, not from a random draw")
 
 
 __all__ = ["EXECUTION_KEYS", "FAULT_KEYS", "KEYS", "PARTICIPATION_KEYS",
-           "check_simulation_config"]
+           "check_simulation_config", "check_time_config"]

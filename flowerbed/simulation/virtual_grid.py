@@ -31,6 +31,7 @@ from flowerbed.core.wire import (
     without_client_state,
 )
 from flowerbed.simulation.client_state import ClientStates
+from flowerbed.simulation.deadline import Deadline
 from flowerbed.simulation.faults import Fault, FaultPlan
 from flowerbed.simulation.ledger import SERVER, Ledger
 from flowerbed.simulation.participation import Participation
@@ -104,6 +105,9 @@ class VirtualGrid(Grid):
         self.stats: dict[int, RoundStats] = {}
         self.client_states = ClientStates()  # what clients keep between rounds
         self._pending: dict[str, Message] = {}
+        # virtual time: replies finishing after the round's deadline (or past the first m of
+        # over-selection) are late (flowerbed.simulation.deadline); None: off
+        self.deadline: Deadline | None = None
 
     # --- round bookkeeping (driven by the platform's round hook)
     def begin_round(self, server_round: int) -> None:
@@ -186,6 +190,8 @@ class VirtualGrid(Grid):
             shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
             out = self.transport.run(
                 kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
+            if train and self.deadline is not None:
+                late |= self._late_by_clock(delivered, out, len(msgs))
             for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
                 vid = msg.metadata.dst_node_id
                 if content is None:
@@ -222,6 +228,19 @@ class VirtualGrid(Grid):
                         stats.loss_sum += float(m["train_loss"]) * w
                         stats.loss_weight += w
         return replies
+
+    def _late_by_clock(self, delivered: list[tuple[Message, RecordDict]],
+                       out: list[RecordDict | None], n_sent: int) -> set[int]:
+        """Positions of ``delivered`` whose usable replies the deadline makes late."""
+        assert self.deadline is not None
+        usable = [p for p, c in enumerate(out) if c is not None and reply_error(c) is None]
+        sizes: dict[int, int] = {}  # per sent record (a broadcast model is one record)
+        down = [sizes.setdefault(id(delivered[p][0].content),
+                                 payload_nbytes(delivered[p][0].content)) for p in usable]
+        up = [payload_nbytes(out[p]) for p in usable]  # type: ignore[arg-type]
+        nodes = [delivered[p][0].metadata.dst_node_id for p in usable]
+        late = self.deadline.late(self.server_round, nodes, down, up, n_sent)
+        return {usable[i] for i in late}
 
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,

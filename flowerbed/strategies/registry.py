@@ -25,6 +25,9 @@ STRATEGIES: dict[str, str] = {
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
     "teleportation-tuned": "flowerbed.strategies.teleportation_tuned:TeleportationTuned",
     "modest": "flowerbed.strategies.modest:MoDeST",
+    "fedasync": "flowerbed.strategies.fedasync:FedAsync",
+    "fedbuff": "flowerbed.strategies.fedbuff:FedBuff",
+    "fedfix": "flowerbed.strategies.fedfix:FedFix",
 }
 
 

@@ -42,18 +42,25 @@ COMPARED = ("test_accuracy", "test_loss", "train_loss")
 # stay in the CI budget it runs for one strategy of each kind (shared global model,
 # per-node models, k slots); the packed path runs for every registered strategy.
 UNPACKED = ("fedavg", "dsgd", "teleportation")
+# asynchronous strategies run on the virtual clock
+TIMED: dict[str, Any] = {"step-seconds": 1.0, "speed-spread": 0.5, "concurrency": 3,
+                         "buffer-size": 2, "fix-interval-s": 20.0}
+ASYNC = ("fedasync", "fedbuff", "fedfix")
+
+
+def _extra(name: str) -> dict[str, Any]:
+    return {**(TIMED if name in ASYNC else {}), **REFUSED.get(name, {})}
 
 
 def _in_process(name: str, tmp: Path, **extra: Any) -> list[dict[str, Any]]:
-    cfg = parse_run_config({**TINY, **REFUSED.get(name, {}), "strategy": name,
-                            "engine": "inprocess",
+    cfg = parse_run_config({**TINY, **_extra(name), "strategy": name, "engine": "inprocess",
                             "tracking": False, "output-dir": str(tmp), **extra})
     return run_experiment(cfg).records
 
 
 def _flwr_run(link: LocalSuperLink, name: str, out: Path, supernodes: int,
               workers: int) -> list[dict[str, Any]]:
-    overrides = {**TINY, **REFUSED.get(name, {}), "strategy": name, "tracking": True,
+    overrides = {**TINY, **_extra(name), "strategy": name, "tracking": True,
                  "output-dir": str(out),
                  "workers": workers, "run-name": "run"}
     outcome = link.run_app(REPO, overrides, [f"num-supernodes={supernodes}"], timeout=600)

@@ -28,6 +28,8 @@ EXTRA: dict[str, dict[str, Any]] = {
     "teleportation": {"k-active": 3},
     "teleportation-tuned": {"tuning-metric": "nodes"},
     "modest": {"trainers": 3},
+    **{name: {"step-seconds": 1.0, "speed-spread": 0.5, "concurrency": 3, "buffer-size": 2,
+              "fix-interval-s": 20.0} for name in ("fedasync", "fedbuff", "fedfix")},
 }
 
 

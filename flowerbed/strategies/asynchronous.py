@@ -1,0 +1,213 @@
+"""The documented base of asynchronous strategies: updates applied as they arrive.
+
+Synchronous FedAvg waits for its slowest sampled client every round. An asynchronous server
+keeps C clients (``concurrency``) training at all times, each on the model version it
+downloaded, and changes the global model as replies arrive; an update computed on version
+tau and applied to version t has staleness t - tau. One *server round* here is one change of
+the global model (FedAsync: every reply; FedBuff: every K replies; FedFix: every window of
+fixed length), so ``num-server-rounds``, evaluation and the metrics count model versions.
+
+The event order comes from the platform's virtual clock: the strategy runs on an event grid
+(:class:`EventLoopGrid`; the platform's is ``flowerbed.simulation.event_grid.EventGrid``)
+that starts clients and hands back their replies in simulated arrival order. Strategies
+never see device speeds; only FedFix reads the clock, whose window length is its parameter.
+
+Subclasses implement :meth:`AsyncStrategy.on_arrival` (arrival-driven) or override the loop
+(FedFix). Checkpoint/resume of an asynchronous run is not supported (the run config refuses
+``checkpoint-every`` and ``resume-from``): the in-flight jobs and the model versions they
+hold are not part of the declared state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
+
+from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.params import non_negative, one_of, param, positive
+from flowerbed.core.rng import Stream, stream
+from flowerbed.strategies.base import CentralizedParams, CentralizedStrategy, ClientUpdate
+from flowerbed.strategies.contract import Services, messages, payload
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class EventLoopGrid(Protocol):
+    """What an asynchronous strategy needs from its grid, besides Flower's Grid API."""
+
+    now: float  # simulated seconds
+
+    def get_node_ids(self) -> Iterable[int]: ...  # clients that can be started now
+
+    def in_flight(self) -> int: ...
+
+    def start_clients(self, messages: Iterable[Message]) -> None: ...
+
+    def next_arrival(self, until: float = math.inf) -> Message | None: ...
+
+    def wait_for_clients(self, horizon: float = math.inf) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AsyncParams(CentralizedParams):
+    concurrency: int = param(10, "asynchronous: clients training at any time, C", positive)
+
+
+@dataclass(frozen=True)
+class StalenessParams(AsyncParams):
+    """The staleness functions s(t - tau) of FedAsync (Xie et al. 2019, sec. 5.2)."""
+
+    staleness: str = param("polynomial", "asynchronous: staleness function s: constant, "
+                           "polynomial (t-tau+1)^-a, hinge", one_of("constant", "polynomial",
+                                                                    "hinge"))
+    staleness_a: float = param(0.5, "asynchronous: staleness function's a", non_negative)
+    staleness_b: float = param(4.0, "asynchronous: hinge staleness function's b",
+                               non_negative)
+
+
+def staleness_weight(kind: str, a: float, b: float) -> Callable[[int], float]:
+    """s(t - tau): constant 1; polynomial (t - tau + 1)^-a; hinge 1 if t - tau <= b, else
+    1 / (a (t - tau - b) + 1) (Xie et al. 2019, sec. 5.2)."""
+    if kind == "constant":
+        return lambda s: 1.0
+    if kind == "polynomial":
+        return lambda s: float((s + 1.0) ** -a)
+    return lambda s: 1.0 if s <= b else 1.0 / (a * (s - b) + 1.0)
+
+
+class AsyncStrategy(CentralizedStrategy):
+    """The arrival-driven loop (module docstring); subclasses define :meth:`on_arrival`."""
+
+    Params = AsyncParams
+    asynchronous: ClassVar[bool] = True
+    # declared for completeness; the in-flight jobs live in the event grid, so an
+    # asynchronous run still cannot resume (the run config refuses it)
+    state_fields = ("async_rng", "version", "sent", "models", "jobs", "staleness_log")
+    scratch_fields = ("_content",)  # the current version's record, rebuilt on demand
+
+    def __init__(self, params: AsyncParams, services: Services) -> None:
+        super().__init__(params, services)
+        self.async_rng = stream(services.seed, Stream.ASYNC_SAMPLING)
+        self.version = 0  # model versions so far: the t of staleness t - tau
+        self.sent: dict[int, int] = {}  # client in flight -> version it was sent
+        self.models: dict[int, State] = {}  # versions still held by a client in flight
+        self.jobs = 0  # start batches so far: a job's seed coordinate
+        self.staleness_log: dict[int, list[int]] = {}  # server round -> staleness applied
+        self._content: tuple[int, Any] | None = None  # (version, payload) being sent
+
+    @classmethod
+    def check_params(cls, params: AsyncParams, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        if params.concurrency > num_nodes:
+            raise ConfigError("concurrency", params.concurrency,
+                              f"must be <= num-clients ({num_nodes})")
+
+    # --- the loop
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
+              ) -> Result:
+        """Keep C clients busy; apply replies in arrival order until ``num_rounds`` model
+        versions exist (or no client will ever be reachable again)."""
+        events = self._events(grid)
+        result = Result()
+        self.global_state = from_record(initial_arrays)
+        if evaluate_fn:
+            evaluate_fn(0, initial_arrays)
+        while self.version < num_rounds:
+            self.fill(events)
+            reply = events.next_arrival()
+            if reply is None:  # nobody in flight: wait until somebody can start
+                if not events.wait_for_clients():
+                    log.warning("%s: no client will be reachable again; stopping after %d "
+                                "of %d versions", type(self).__name__, self.version, num_rounds)
+                    break
+                continue
+            if self.arrive(reply) and evaluate_fn:
+                evaluate_fn(self.version, to_record(self.global_state))
+        result.arrays = to_record(self.global_state)
+        return result
+
+    @staticmethod
+    def _events(grid: Grid) -> EventLoopGrid:
+        if not isinstance(grid, EventLoopGrid):
+            raise TypeError("an asynchronous strategy runs on the platform's event grid "
+                            "(flowerbed's runner builds it, in both engines); got "
+                            f"{type(grid).__name__}")
+        return grid
+
+    def fill(self, grid: EventLoopGrid) -> None:
+        """Start idle, reachable clients on the current model, up to C in flight."""
+        free = self.params.concurrency - grid.in_flight()
+        idle = sorted(grid.get_node_ids())
+        if free <= 0 or not idle:
+            return
+        k = min(free, len(idle))
+        chosen = sorted(idle[i] for i in self.async_rng.choice(len(idle), size=k,
+                                                               replace=False))
+        self.jobs += 1
+        if self._content is None or self._content[0] != self.version:
+            self._content = (self.version, to_record(self.global_state))
+        config = ConfigRecord({"server-round": self.jobs, "attempt": 0})
+        content = payload(self._content[1], config)  # one shared payload: carried once
+        self.models.setdefault(self.version, self.global_state)  # type: ignore[arg-type]
+        for node in chosen:
+            self.sent[node] = self.version
+        grid.start_clients(messages(((n, content) for n in chosen), MessageType.TRAIN,
+                                    str(self.version)))
+
+    def arrive(self, reply: Message) -> bool:
+        """Handle one reply; True when the global model changed (a new version)."""
+        node = reply.metadata.src_node_id
+        tau = self.sent.pop(node)
+        sent = self.models[tau]
+        self._release(tau)
+        updates = self.decode(self.version + 1, [reply])
+        if not updates:
+            return False
+        staleness = self.version - tau
+        self.staleness_log.setdefault(self.version + 1, []).append(staleness)
+        new_state = self.on_arrival(updates[0], sent, staleness)
+        if new_state is None:
+            return False
+        self.global_state = new_state
+        self.version += 1
+        held = set(self.sent.values())
+        self.models = {v: m for v, m in self.models.items() if v in held}
+        return True
+
+    def _release(self, tau: int) -> None:
+        """Forget model version tau once no client in flight holds it."""
+        if tau != self.version and tau not in self.sent.values():
+            self.models.pop(tau, None)
+
+    def on_arrival(self, update: ClientUpdate, sent: State, staleness: int) -> State | None:
+        """The new global state after ``update`` (trained on ``sent``, ``staleness``
+        versions ago), or None while the server model stays as it is."""
+        raise NotImplementedError
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        s = self.staleness_log.get(server_round, [])
+        return {**super().round_metrics(server_round),
+                "updates_applied": float(len(s)),
+                "staleness_mean": float(sum(s) / len(s)) if s else 0.0,
+                "staleness_max": float(max(s, default=0))}
+
+
+def delta(update: ClientUpdate, sent: State) -> dict[str, Any]:
+    """x_i - x_tau, in float64."""
+    return {k: update.state[k].astype("float64") - sent[k] for k in sent}
+
+
+__all__ = ["AsyncParams", "AsyncStrategy", "EventLoopGrid", "StalenessParams", "delta",
+           "staleness_weight"]

@@ -1,0 +1,168 @@
+"""Asynchronous strategies on hand-computed event orders.
+
+Three clients with durations 1 s, 2 s and 5 s (one local step of 1 s at speeds 1, 0.5 and
+0.2) and a fake transport whose "training" returns the sent model plus 1, so every global
+model below follows from the algorithm's rule by hand. Ties of arrival time go to the job
+started first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from flowerbed.core.arrays import from_record, to_record
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.params import build_params
+from flowerbed.core.records import first
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import ensure_task_identity
+from flowerbed.simulation.availability import Availability, Diurnal
+from flowerbed.simulation.clock import Clock
+from flowerbed.simulation.event_grid import EventGrid
+from flowerbed.simulation.ledger import Ledger
+from flowerbed.simulation.participation import Participation
+from flowerbed.strategies.asynchronous import staleness_weight
+from flowerbed.strategies.contract import Services
+from flowerbed.strategies.registry import strategy_class
+from tests.conftest import tiny
+
+
+class PlusOne:
+    """A transport whose clients return the model they were sent, plus 1."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, float]]] = []  # (client, sent w) per call
+
+    def run(self, kind, items, timeout):
+        out, batch = [], []
+        for vid, content in items:
+            state = from_record(first(content, ArrayRecord))
+            batch.append((vid, float(state["w"][0])))
+            out.append(RecordDict({"arrays": to_record({"w": state["w"] + 1.0}),
+                                   "metrics": MetricRecord({"num-examples": 1.0,
+                                                            "train_loss": 0.0})}))
+        self.batches.append(batch)
+        return out
+
+
+def setup(strategy: str, durations=(1.0, 2.0, 5.0), availability=None, **params):
+    ensure_task_identity()
+    n = len(durations)
+    cfg = parse_run_config(tiny(strategy=strategy, **{"num-clients": n, "step-seconds": 1.0,
+                                                      "concurrency": n, **params}))
+    clock = Clock(cfg, n)
+    clock.profiles.speed = 1.0 / np.asarray(durations)
+    transport = PlusOne()
+    grid = EventGrid(transport, n, Ledger(), Participation(n, 0), clock=clock,
+                     availability=availability or Availability(n), steps=lambda k: 1)
+    grid.begin_round(1)
+    cls = strategy_class(strategy)
+    strat = cls(build_params(cls.Params, cfg.values), Services(num_nodes=n, seed=0))
+    seen: list[tuple[int, float, float]] = []  # (version, w, simulated time)
+
+    def evaluate_fn(version, arrays):
+        seen.append((version, float(from_record(arrays)["w"][0]), grid.now))
+        grid.begin_round(version + 1)  # what the platform's round loop does
+
+    def run(rounds: int):
+        strat.start(grid, to_record({"w": np.zeros(1)}), num_rounds=rounds,
+                    evaluate_fn=evaluate_fn)
+        return seen
+
+    return strat, grid, transport, run
+
+
+def test_staleness_functions() -> None:
+    poly = staleness_weight("polynomial", 0.5, 0.0)
+    assert poly(0) == 1.0 and poly(3) == pytest.approx(0.5)  # (3 + 1)^-0.5
+    hinge = staleness_weight("hinge", 10.0, 4.0)
+    assert hinge(4) == 1.0 and hinge(5) == pytest.approx(1 / 11)  # 1 / (10 (5 - 4) + 1)
+    assert staleness_weight("constant", 9.0, 9.0)(100) == 1.0
+
+
+def test_fedasync_applies_every_reply_in_arrival_order() -> None:
+    """alpha = 0.5, constant s. t=1: client 0 (sent v0 = 0) -> 0.5 (v1); it restarts on
+    0.5. t=2: client 1 (v0, staleness 1) -> 0.5*0.5 + 0.5*1 = 0.75, then client 0 (v1,
+    staleness 1, returns 1.5) -> 1.125; it restarts on 1.125. t=3: client 0 (staleness 0,
+    returns 2.125) -> 1.625."""
+    strat, _, transport, run = setup("fedasync", **{"async-alpha": 0.5,
+                                                       "staleness": "constant"})
+    seen = run(4)
+    assert seen == [(0, 0.0, 0.0), (1, 0.5, 1.0), (2, 0.75, 2.0), (3, 1.125, 2.0),
+                    (4, 1.625, 3.0)]
+    assert strat.staleness_log == {1: [0], 2: [1], 3: [1], 4: [0]}
+    # lazy batches: the three first starts together; then client 0's start on v1 and
+    # client 1's on v2 trained together, each on its own model version
+    assert transport.batches[:2] == [[(0, 0.0), (1, 0.0), (2, 0.0)], [(0, 0.5), (1, 0.75)]]
+
+
+def test_fedasync_weighs_stale_replies_by_the_staleness_function() -> None:
+    """Polynomial a = 1: client 1's reply at t=2 has staleness 1, alpha_t = 0.5 / 2."""
+    _, _, _, run = setup("fedasync", **{"async-alpha": 0.5, "staleness": "polynomial",
+                                        "staleness-a": 1.0})
+    seen = run(2)
+    assert seen[2] == (2, pytest.approx(0.75 * 0.5 + 0.25 * 1.0), 2.0)
+
+
+def test_fedbuff_steps_every_k_replies_with_staleness_weights() -> None:
+    """K = 2, eta_g = 1, s(t - tau) = 1 / (t - tau + 1). t=1: client 0 (Delta 1) buffered,
+    restarts on v0. t=2: client 1 (Delta 1) -> x = 0 + (1 + 1) / 2 = 1 (v1); client 0
+    (sent v0 at t=1, staleness 1, weight 1/2) buffered, restarts on v1. t=3: client 0
+    (staleness 0) -> x = 1 + (0.5 + 1) / 2 = 1.75 (v2)."""
+    strat, _, _, run = setup("fedbuff", **{"buffer-size": 2, "staleness": "polynomial",
+                                           "staleness-a": 1.0})
+    seen = run(2)
+    assert seen == [(0, 0.0, 0.0), (1, 1.0, 2.0), (2, 1.75, 3.0)]
+    assert strat.staleness_log == {1: [0, 0], 2: [1, 0]}
+
+
+def test_fedfix_aggregates_every_window_weighting_slow_clients_up() -> None:
+    """Delta t = 2, C = 3 (p_i = 1/3), d_i = (staleness + 1) / 3. Window [0, 2]: clients 0
+    and 1 reply (staleness 0): x = 2/3. [2, 4]: they restart on 2/3 and reply again: 4/3.
+    [4, 6]: client 2 (5 s on v0: ceil(5 / 2) = 3 windows = staleness 2 + 1) with d = 1, and
+    clients 0, 1: x = 4/3 + 1 + 1/3 + 1/3 = 3."""
+    strat, _, transport, run = setup("fedfix", **{"fix-interval-s": 2.0})
+    seen = run(3)
+    assert [v for v, _, _ in seen] == [0, 1, 2, 3]
+    assert [w for _, w, _ in seen] == pytest.approx([0.0, 2 / 3, 4 / 3, 3.0])
+    assert [t for _, _, t in seen] == [0.0, 2.0, 4.0, 6.0]
+    assert strat.staleness_log == {1: [0, 0], 2: [0, 0], 3: [2, 0, 0]}
+    # the window's restarts go out only at window ends, on the new model
+    assert transport.batches[1] == [(0, pytest.approx(2 / 3)), (1, pytest.approx(2 / 3))]
+
+
+def test_clients_start_only_when_online() -> None:
+    """One client, online for the second half of every 10 s period: it starts at t=5 and
+    its 1 s job arrives at t=6."""
+    avail = Diurnal(1, 10.0, 0.5, seed=0)
+    avail.phase = np.array([0.5])  # frac(t/10 + 0.5) < 0.5 <=> t mod 10 in [5, 10)
+    _, grid, _, run = setup("fedasync", durations=(1.0,), availability=avail,
+                            **{"async-alpha": 0.5, "staleness": "constant"})
+    assert grid.get_node_ids() == []
+    assert run(1)[1] == (1, 0.5, 6.0)
+
+
+def test_async_runs_in_process_and_records_simulated_time(run) -> None:
+    for name, extra in (("fedasync", {}), ("fedbuff", {"buffer-size": 3}),
+                        ("fedfix", {"fix-interval-s": 2.0})):
+        res = run(strategy=name, num_clients=8, num_server_rounds=4, step_seconds=1.0,
+                  speed_spread=0.5, local_steps=2, concurrency=4, batch_size=8, **extra)
+        times = [r["sim_time_s"] for r in res.records]
+        assert len(res.records) == 5 and times == sorted(times) and times[-1] > 0
+        assert res.summary["totals"]["sim_time_s"] == times[-1]
+        assert sum(r["participants"] for r in res.records) >= 4
+        assert all(np.isfinite(r["test_accuracy"]) for r in res.records)
+
+
+@pytest.mark.parametrize("over, key", [
+    ({}, "strategy"),  # no clock
+    ({"step-seconds": 1.0, "checkpoint-every": 1, "tracking": True}, "checkpoint-every"),
+    ({"step-seconds": 1.0, "round-deadline-s": 5.0}, "round-deadline-s"),
+    ({"step-seconds": 1.0, "concurrency": 11}, "concurrency"),
+])
+def test_async_config_is_refused_clearly(over, key) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(tiny(strategy="fedbuff", **over))
+    assert err.value.key == key
