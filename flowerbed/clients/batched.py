@@ -36,10 +36,11 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 from flowerbed.clients.data import FederatedData
+from flowerbed.clients.device import resolve
 from flowerbed.clients.rules import INPUTS_KEY, rule_for
 from flowerbed.clients.rules.base import ClientRule, RuleResult, Tensors
 from flowerbed.clients.rules.sgd import LocalSGD
-from flowerbed.clients.training import TrainParams, batch_plan, client_rng, loss_fn
+from flowerbed.clients.training import CPU, TrainParams, batch_plan, client_rng, loss_fn
 from flowerbed.core.arrays import State, from_record
 from flowerbed.core.params import Config
 from flowerbed.core.records import first
@@ -121,6 +122,7 @@ def train_batched(model: nn.Module, jobs: Sequence[ClientJob], x_flat: torch.Ten
     ``x_flat``/``y_flat`` hold the data of all clients; a job's examples are
     ``x_flat[job.rows]``. Same results as ``local_train`` per client (float rounding aside).
     Jobs are trained together when they share training parameters, rule and inputs.
+    Training runs on ``x_flat``'s device; the results are NumPy arrays (host memory).
     """
     out: list[TrainResult | None] = [None] * len(jobs)
     groups: dict[tuple[TrainParams, int, int], list[int]] = {}
@@ -134,14 +136,16 @@ def train_batched(model: nn.Module, jobs: Sequence[ClientJob], x_flat: torch.Ten
     return [r for r in out if r is not None]
 
 
-def _stack_states(states: Sequence[State], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Stacked float32 parameters; one state shared by all clients is stacked cheaply."""
+def _stack_states(states: Sequence[State], names: Sequence[str], device: torch.device
+                  ) -> dict[str, torch.Tensor]:
+    """Stacked float32 parameters on ``device``; one state shared by all clients is stacked
+    cheaply (copied to the device once, then repeated there)."""
     first = states[0]
     if all(s is first for s in states):
-        return {k: torch.from_numpy(np.asarray(first[k], np.float32)).unsqueeze(0)
+        return {k: torch.from_numpy(np.asarray(first[k], np.float32)).to(device).unsqueeze(0)
                 .repeat(len(states), *([1] * np.ndim(first[k]))) for k in names}
     return {k: torch.from_numpy(np.stack([np.asarray(s[k], np.float32) for s in states]))
-            for k in names}
+            .to(device) for k in names}
 
 
 def _batch_indices(plans: Sequence[Sequence[np.ndarray]], rows: Sequence[np.ndarray],
@@ -174,7 +178,7 @@ def _client_states(rule: ClientRule, jobs: Sequence[ClientJob], w: Tensors) -> T
             if k not in state:
                 raise ValueError(f"client rule {rule.name!r}: kept state {k!r} is not one "
                                  f"of its state's names {sorted(state)}")
-            state[k][row] = torch.from_numpy(np.asarray(v, np.float32))
+            state[k][row] = torch.from_numpy(np.asarray(v, np.float32)).to(state[k].device)
     return state
 
 
@@ -199,20 +203,21 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
     order = np.argsort(-steps, kind="stable")  # longest first: active clients = a prefix
     c = len(jobs)
     sorted_jobs = [jobs[i] for i in order]
-    w = _stack_states([job.state for job in sorted_jobs], names)
-    inputs = {k: torch.from_numpy(np.asarray(v, np.float32))
+    dev = x_flat.device
+    w = _stack_states([job.state for job in sorted_jobs], names, dev)
+    inputs = {k: torch.from_numpy(np.asarray(v, np.float32)).to(dev)
               for k, v in (jobs[0].inputs or {}).items()}
     kept = _client_states(rule, sorted_jobs, w)
     opt = rule.begin(w, inputs, kept, params)
-    loss_sum = torch.zeros(c, dtype=torch.float64)
+    loss_sum = torch.zeros(c, dtype=torch.float64, device=dev)
     grad_fn = _grad_fn(model, vectorised)
     b_max = max((len(p[0]) for p in plans if p), default=1)
     idx, mask = _batch_indices([plans[i] for i in order], [job.rows for job in sorted_jobs],
                                b_max)
     for s in range(idx.shape[1]):
         a = int((steps > s).sum())
-        it = torch.from_numpy(idx[:a, s])
-        xb, yb, mb = x_flat[it], y_flat[it], torch.from_numpy(mask[:a, s])
+        it = torch.from_numpy(idx[:a, s]).to(dev)
+        xb, yb, mb = x_flat[it], y_flat[it], torch.from_numpy(mask[:a, s]).to(dev)
         first_loss: list[torch.Tensor] = []
 
         def grad_at(v: Tensors, xb: torch.Tensor = xb, yb: torch.Tensor = yb,
@@ -232,8 +237,8 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
             _write(opt, new_opt, a, c)
         loss_sum[:a] += first_loss[0].double()
     with torch.no_grad():
-        done = rule.finish(w, opt, inputs, kept, torch.from_numpy(steps[order]).float(),
-                           params)
+        done = rule.finish(w, opt, inputs, kept,
+                           torch.from_numpy(steps[order]).float().to(dev), params)
     return _results(jobs, order, steps, loss_sum, done, names, custom=jobs[0].rule is not None)
 
 
@@ -241,10 +246,11 @@ def _results(jobs: Sequence[ClientJob], order: np.ndarray, steps: np.ndarray,
              loss_sum: torch.Tensor, done: RuleResult, names: Sequence[str], custom: bool
              ) -> list[TrainResult]:
     """Per-job results, back in the jobs' order, from the stacked (sorted) tensors."""
-    model_np = {k: v.numpy() for k, v in done.model.items()}
-    outputs_np = {k: v.numpy() for k, v in done.outputs.items()}
-    state_np = {k: v.numpy() for k, v in done.state.items()}
-    metrics_np = {k: v.double().numpy() for k, v in done.metrics.items()}
+    model_np = {k: v.cpu().numpy() for k, v in done.model.items()}
+    outputs_np = {k: v.cpu().numpy() for k, v in done.outputs.items()}
+    state_np = {k: v.cpu().numpy() for k, v in done.state.items()}
+    metrics_np = {k: v.double().cpu().numpy() for k, v in done.metrics.items()}
+    loss_sum = loss_sum.cpu()
     results: list[TrainResult | None] = [None] * len(jobs)
     for pos, i in enumerate(order):
         job = jobs[i]
@@ -273,9 +279,11 @@ def set_worker_threads() -> None:
         torch.set_num_threads(1)
 
 
-def flat_data(data: FederatedData) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """All clients' examples back to back as tensors (zero-copy), and each client's offset."""
-    key = id(data)
+def flat_data(data: FederatedData, device: torch.device = CPU
+              ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """All clients' examples back to back as tensors on ``device`` (zero-copy on the CPU;
+    copied to a GPU once per process), and each client's offset."""
+    key = (id(data), str(device))
     hit = _FLAT.get(key)
     if hit is None or hit[0] is not data:
         if data.x_flat is not None and data.y_flat is not None and data.offsets is not None:
@@ -283,14 +291,14 @@ def flat_data(data: FederatedData) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
         else:
             x, y = np.concatenate(data.x), np.concatenate(data.y)
             off = np.concatenate([[0], np.cumsum([len(v) for v in data.y])]).astype(np.int64)
-        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        ty = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        ty = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(device)
         _FLAT.clear()  # one dataset per process at a time is the common case
         hit = _FLAT[key] = (data, tx, ty, off)
     return hit[1], hit[2], hit[3]
 
 
-_FLAT: dict[int, tuple[FederatedData, torch.Tensor, torch.Tensor, np.ndarray]] = {}
+_FLAT: dict[tuple[int, str], tuple[FederatedData, torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
 
 def make_job(vid: int, content: RecordDict, cfg: Config, offsets: np.ndarray,
@@ -343,7 +351,7 @@ def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,
     params_of: dict[int, tuple[Any, ...] | None] = {}  # per config record (shared)
     positions: list[int] = []
     jobs: list[ClientJob] = []
-    x_flat, y_flat, offsets = flat_data(data)
+    x_flat, y_flat, offsets = flat_data(data, resolve(cfg.device))
     for pos, (vid, content) in enumerate(items):
         try:
             job = make_job(vid, content, cfg, offsets, decoded, params_of)

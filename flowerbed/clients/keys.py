@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowerbed.clients.device import check_device
 from flowerbed.core.params import (
     Key,
     at_least,
@@ -57,6 +58,8 @@ TRAINING_KEYS: tuple[Key, ...] = (
     Key("proximal-mu", 0.0, "FedProx mu: (mu/2)||x_i - x||^2 added to the local loss",
         non_negative),
     Key("vmap", True, "train a worker's clients batched with torch.func.vmap"),
+    Key("device", "auto", "where workers train and the server evaluates: 'auto' (a visible "
+        "GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'", check_device),
 )
 
 KEYS: tuple[Key, ...] = DATA_KEYS + MODEL_KEYS + TRAINING_KEYS

@@ -21,6 +21,7 @@ from torch.func import functional_call, grad
 from flowerbed.core.arrays import State
 from flowerbed.core.rng import client_stream
 
+CPU = torch.device("cpu")
 TRAIN_OVERRIDES = ("lr", "momentum", "weight-decay", "local-epochs", "local-steps",
                    "batch-size", "proximal-mu")
 
@@ -79,9 +80,10 @@ def batch_plan(n: int, params: TrainParams, rng: np.random.Generator) -> list[np
     return batches
 
 
-def tensors(state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in
-            state.items()}
+def tensors(state: Mapping[str, np.ndarray], device: torch.device = CPU
+            ) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)).to(device)
+            for k, v in state.items()}
 
 
 def loss_fn(model: nn.Module, params: dict[str, torch.Tensor], xb: torch.Tensor,
@@ -114,13 +116,15 @@ def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
 
 
 def local_train(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
-                params: TrainParams, rng: np.random.Generator) -> tuple[State, dict[str, float]]:
+                params: TrainParams, rng: np.random.Generator, device: torch.device = CPU
+                ) -> tuple[State, dict[str, float]]:
     """Train ``state`` on (x, y); returns the new state and metrics (train_loss = mean loss)."""
     names = [k for k, _ in model.named_parameters()]
-    full = tensors(state)
+    full = tensors(state, device)
     w = {k: full[k] for k in names}
     anchor = {k: v.clone() for k, v in w.items()} if params.proximal_mu else None
-    xt, yt = torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y))
+    xt = torch.from_numpy(np.asarray(x, np.float32)).to(device)
+    yt = torch.from_numpy(np.asarray(y)).to(device)
     grad_fn = grad(lambda pr, xb, yb: loss_fn(model, {**full, **pr}, xb, yb), has_aux=False)
     bufs: dict[str, torch.Tensor] = {}
     losses = []
@@ -130,21 +134,21 @@ def local_train(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
             losses.append(float(loss_fn(model, {**full, **w}, xb, yb)))
         g = grad_fn(w, xb, yb)
         w, bufs = sgd_update(w, g, bufs, anchor, params, first=step == 0)
-    out = {k: v.numpy() for k, v in full.items()}
-    out.update({k: v.detach().numpy() for k, v in w.items()})
+    out = {k: v.cpu().numpy() for k, v in full.items()}
+    out.update({k: v.detach().cpu().numpy() for k, v in w.items()})
     return out, {"train_loss": float(np.mean(losses)) if losses else 0.0,
                  "num-examples": float(len(y)), "num-steps": float(len(losses))}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
-             batch: int = 4096) -> dict[str, float]:
+             batch: int = 4096, device: torch.device = CPU) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``state`` on (x, y)."""
-    p = tensors(state)
+    p = tensors(state, device)
     loss_sum, correct = 0.0, 0
     for s in range(0, len(y), batch):
-        xb = torch.from_numpy(np.asarray(x[s:s + batch], np.float32))
-        yb = torch.from_numpy(np.asarray(y[s:s + batch]))
+        xb = torch.from_numpy(np.asarray(x[s:s + batch], np.float32)).to(device)
+        yb = torch.from_numpy(np.asarray(y[s:s + batch])).to(device)
         logits = functional_call(model, p, (xb,))
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())

@@ -19,6 +19,7 @@ from torch import nn
 
 from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
+from flowerbed.clients.device import resolve
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
 from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
 from flowerbed.clients.models import build_model
@@ -74,13 +75,14 @@ def train_one(vid: int, content: RecordDict, cfg: Config, data: FederatedData,
         x, y = data.x[vid], training_labels(data.y[vid], config)
         params = TrainParams.from_config(cfg, dict(config))
         rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
-        return batched.TrainResult(*local_train(model, state, x, y, params, rng))
+        return batched.TrainResult(*local_train(model, state, x, y, params, rng,
+                                                resolve(cfg.device)))
     if any(True for _ in model.buffers()):
         raise ValueError(f"client rule {rule.name!r} needs a model without buffers "
                          "(BatchNorm keeps running statistics in the model); use GroupNorm")
     if "target-label" in config:
         raise ValueError("a client rule cannot train a relabelled task (target-label)")
-    x_flat, y_flat, offsets = batched.flat_data(data)
+    x_flat, y_flat, offsets = batched.flat_data(data, resolve(cfg.device))
     job = batched.make_job(vid, content, cfg, offsets, {}, {})
     assert job is not None
     return batched.train_batched(model, [job], x_flat, y_flat, vectorised=False)[0]
@@ -136,7 +138,7 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                 reply = train_reply(result)
             else:
                 x, y = data.x[vid], training_labels(data.y[vid], config)
-                m = evaluate(model, decoded[id(arrays)], x, y)
+                m = evaluate(model, decoded[id(arrays)], x, y, device=resolve(cfg.device))
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})

@@ -24,6 +24,7 @@ from typing import Any
 
 from flowerbed.clients import keys as client_keys
 from flowerbed.clients.data import check_data_config
+from flowerbed.clients.device import resolve as resolve_device
 from flowerbed.clients.models import check_model_name
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import (
@@ -190,6 +191,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     cfg = RunConfig(values)
     check_model_name(cfg.model)
     check_data_config(cfg)
+    resolve_device(cfg.device)  # 'cuda' where no GPU is visible: a clear error now
     simulation_keys.check_simulation_config(cfg)
     cls = strategy_class(name)
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)

@@ -21,6 +21,7 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.clients.data import FederatedData
+from flowerbed.clients.device import resolve
 from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import State, from_record
 from flowerbed.run.checkpoint import Checkpointer
@@ -83,7 +84,8 @@ class RoundLoop:
         last = server_round == self.cfg.num_server_rounds
         out = None
         if server_round == 0 or last or server_round % self.cfg.eval_every == 0:
-            m = evaluate(self.model, state, self.data.test_x, self.data.test_y)
+            m = evaluate(self.model, state, self.data.test_x, self.data.test_y,
+                         device=resolve(self.cfg.device))
             rec["test_accuracy"], rec["test_loss"] = m["accuracy"], m["loss"]
             out = MetricRecord({"test_accuracy": m["accuracy"], "test_loss": m["loss"]})
         stats = self.grid.round_stats(server_round)

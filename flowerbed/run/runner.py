@@ -23,6 +23,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from flowerbed.clients.data import load_federation
+from flowerbed.clients.device import resolve
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import State, module_state, to_record
@@ -263,7 +264,7 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
         transport = InProcessTransport(cfg)
 
     def central_eval(state: State) -> dict[str, float]:
-        return evaluate(model, state, data.test_x, data.test_y)
+        return evaluate(model, state, data.test_x, data.test_y, device=resolve(cfg.device))
 
     services = Services(num_nodes=cfg.num_clients, seed=cfg.seed,
                         num_rounds=cfg.num_server_rounds, eval_every=cfg.eval_every,

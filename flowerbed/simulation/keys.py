@@ -45,6 +45,8 @@ EXECUTION_KEYS: tuple[Key, ...] = (
     Key("workers", 0, "Flower workers (SuperNodes) used; 0 = all that are connected",
         non_negative),
     Key("round-timeout", 3600.0, "seconds the server waits for a round's replies", positive),
+    Key("client-resources-num-gpus", 0.0, "flowerbed run: GPUs per Ray worker, fractional "
+        "(0.25 = four workers share a GPU); 0 = workers see no GPU", non_negative),
 )
 
 KEYS: tuple[Key, ...] = (PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS

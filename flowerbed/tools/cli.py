@@ -234,7 +234,9 @@ def default_federation(cfg: RunConfig) -> list[str]:
     ``--federation-config`` overrides it."""
     cores = os.cpu_count() or 2
     per_worker = cores if cfg.num_clients <= SMALL_RUN_CLIENTS else 1
-    return [f"num-supernodes={cores} client-resources-num-cpus={per_worker}"]
+    gpus = cfg["client-resources-num-gpus"]
+    return [f"num-supernodes={cores} client-resources-num-cpus={per_worker}"
+            + (f" client-resources-num-gpus={gpus}" if gpus else "")]
 
 
 def flwr_run(app_dir: Path, values: dict[str, Any], federation_config: list[str] | None,

@@ -1,5 +1,6 @@
 """Plug-in strategies with parameters of their own, through `flowerbed run` and plain
-`flwr run`: the README's TrimmedMean, and Flower's own FedAdam and Krum.
+`flwr run`: the README's TrimmedMean, its client-side FedAvgClipped (a client rule the Ray
+workers import by path), and Flower's own FedAdam and Krum.
 
 The README's TrimmedMean (``examples/my_strategy.py``) declares ``trim-fraction`` and
 ``min-kept``. `flowerbed run` takes them as ordinary keys; plain `flwr run` only accepts
@@ -86,8 +87,11 @@ def test_plugin_parameters_through_plain_flwr_run(tmp_path: Path) -> None:
         assert status == "finished:failed"
         assert "trim-fraction = 0.9 is invalid: must be in [0, 0.5)" in text
         # Flower's own strategies, unchanged, with their constructor's parameters
-        for name, params in (("FedAdam", "eta = 0.05"), ("Krum", "num-malicious-nodes = 1")):
-            status, _ = run(name, params, "flwr.serverapp.strategy:" + name)
+        for name, params, strategy in (
+                ("FedAdam", "eta = 0.05", "flwr.serverapp.strategy:FedAdam"),
+                ("Krum", "num-malicious-nodes = 1", "flwr.serverapp.strategy:Krum"),
+                ("Clipped", "step-clip = 0.5", "examples.my_client_rule:FedAvgClipped")):
+            status, _ = run(name, params, strategy)
             assert status == "finished:completed", name
             summary = json.loads((out_dir / name / "summary.json").read_text())
             assert summary["rounds_completed"] == 2
