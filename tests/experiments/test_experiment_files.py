@@ -19,10 +19,12 @@ SWEEPS = sorted(p for p in EXPERIMENTS.glob("*.toml")
                 if tomllib.loads(p.read_text()).get("runner", "sweep") == "sweep")
 
 
-def test_the_five_experiments_exist() -> None:
+def test_every_experiment_has_its_committed_report() -> None:
     names = {tomllib.loads(p.read_text())["name"] for p in EXPERIMENTS.glob("*.toml")}
-    assert names == {"teleportation-scaling", "fedau-participation", "paris-experts",
-                     "single-merge", "network-costs"}
+    assert {"teleportation-scaling", "fedau-participation", "paris-experts", "single-merge",
+            "network-costs", "client-rules"} <= names
+    reports = {p.parent.name for p in (EXPERIMENTS / "results").glob("*/report.md")}
+    assert names == reports
     assert experiment_file("fedau-participation", EXPERIMENTS).name == "fedau_participation.toml"
 
 
