@@ -30,6 +30,8 @@ import torch
 from benchmarks.workloads import config
 
 T0 = float(os.environ.get("BENCH_T0", time.time()))
+# where (c) trains and (f) computes: "cpu" unless benchmarks/gpu.py asks for "cuda"
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +66,8 @@ def run_inprocess(workload: str, rounds: int | None) -> dict[str, Any]:
     from flowerbed.run.runner import run_experiment
 
     changes = {"num-server-rounds": rounds} if rounds else {}
-    cfg = parse_run_config({**config(workload, **changes), "engine": "inprocess"})
+    cfg = parse_run_config({**config(workload, **changes), "engine": "inprocess",
+                            "device": DEVICE})
     records = run_experiment(cfg).records
     return _result([r["wall_time"] for r in records], records[-1].get("test_accuracy"))
 
@@ -202,33 +205,38 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
         return (ce * m).sum() / m.sum().clamp_min(1.0)
 
     vgrad = vmap(grad(loss))
-    global_w = {k: v.detach().clone() for k, v in model.named_parameters()}
+    dev = torch.device(DEVICE)
+    x, y, sizes, steps, weights = (t.to(dev) for t in (x, y, sizes, steps, weights))
+    global_w = {k: v.detach().clone().to(dev) for k, v in model.named_parameters()}
     torch.manual_seed(cfg.seed)
-    rows = torch.arange(c)[:, None]
+    rows = torch.arange(c, device=dev)[:, None]
     ends = [time.time()]
     for _ in range(rounds or cfg.num_server_rounds):
         w = {k: v.unsqueeze(0).repeat(c, *([1] * v.dim())) for k, v in global_w.items()}
-        pad = (torch.arange(n_max)[None, :] >= sizes[:, None]).float() * 2.0
-        perm = torch.argsort(torch.rand(c, n_max) + pad, dim=1)  # real rows first
+        pad = (torch.arange(n_max, device=dev)[None, :] >= sizes[:, None]).float() * 2.0
+        perm = torch.argsort(torch.rand(c, n_max, device=dev) + pad, dim=1)  # real first
         for s in range(int(steps.max())):
             a = int((steps > s).sum())
             if cfg.local_steps:  # fresh permutation per step (batch = local data here)
-                perm = torch.argsort(torch.rand(c, n_max) + pad, dim=1)
+                perm = torch.argsort(torch.rand(c, n_max, device=dev) + pad, dim=1)
                 start = 0
             else:
                 start = (s % math.ceil(n_max / b)) * b
             idx = perm[:a, start:start + b]
-            m = ((start + torch.arange(idx.shape[1]))[None, :] < sizes[:a, None]).float()
+            m = ((start + torch.arange(idx.shape[1], device=dev))[None, :]
+                 < sizes[:a, None]).float()
             g = vgrad({k: v[:a] for k, v in w.items()}, x[rows[:a], idx], y[rows[:a], idx], m)
             with torch.no_grad():
                 for k in names:
                     w[k][:a] -= cfg.lr * g[k]
         global_w = {k: (weights.view(-1, *([1] * (v.dim() - 1))) * v).sum(0)
                     for k, v in w.items()}
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         ends.append(time.time())
     with torch.no_grad():
         for k, p in model.named_parameters():
-            p.copy_(global_w[k])
+            p.copy_(global_w[k].cpu())
     return _result(ends, _accuracy(model, data.test_x, data.test_y))
 
 
