@@ -34,7 +34,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from torch import nn
 from torch.func import grad_and_value, vmap
 
-from flowerbed.clients.data import FederatedData
+from flowerbed.clients.data import FederatedData, flat_tensor
 from flowerbed.clients.training import TrainParams, batch_plan, client_rng, loss_fn, sgd_update
 from flowerbed.core.arrays import State, from_record
 from flowerbed.core.params import Config
@@ -203,7 +203,7 @@ def flat_data(data: FederatedData) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
         else:
             x, y = np.concatenate(data.x), np.concatenate(data.y)
             off = np.concatenate([[0], np.cumsum([len(v) for v in data.y])]).astype(np.int64)
-        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        tx = flat_tensor(x)  # float32; stored pixels/tokens: uint8, float per gathered batch
         ty = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
         _FLAT.clear()  # one dataset per process at a time is the common case
         hit = _FLAT[key] = (data, tx, ty, off)
