@@ -7,11 +7,11 @@ filters the dataset once per id and was reported to take hours at FEMNIST's size
 (~3,600 writers, ~800,000 rows; flwr PR #3276). Here the column is dictionary-encoded
 by Arrow once and the rows are grouped by a stable sort of the codes: seconds.
 
-Partition ``i`` is the ``i``-th id in order of first appearance, which is also the
-order of Flower's partitioner (``Dataset.unique``), and its rows keep the dataset's
-order, so both give the same partitions. With fewer clients than ids
-(``num-clients`` < ids) a seeded sample of the ids is kept, as LEAF subsamples users
-(its ``--sf`` option), in first-appearance order; rows of the other ids are unused.
+Partition ``i`` is the ``i``-th id in sorted order, as in Flower's partitioner
+(``sorted(Dataset.unique(...))``), and its rows keep the dataset's order, so both give
+the same partitions. With fewer clients than ids (``num-clients`` < ids) a seeded sample
+of the ids is kept, as LEAF subsamples users (its ``--sf`` option), in sorted order;
+rows of the other ids are unused.
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ def group_rows(codes: np.ndarray) -> list[np.ndarray]:
     return [order[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(k)]
 
 
-def id_codes(column: Any) -> tuple[np.ndarray, int]:
-    """Codes of an Arrow column's values in first-appearance order, and how many ids."""
+def id_codes(column: Any) -> tuple[np.ndarray, list[Any]]:
+    """Every row's id as its rank among the sorted distinct ids, and those ids."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if col.null_count:
         raise ValueError(f"the id column has {col.null_count} missing values")
     encoded = col.dictionary_encode()  # dictionary in order of first appearance
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(
-        encoded.dictionary)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, encoded.dictionary.take(pa.array(order)).to_pylist()
 
 
 class NaturalIdGrouping:
@@ -68,16 +72,15 @@ class NaturalIdGrouping:
         if self.partition_by not in table.column_names:
             raise ConfigError("partition-by", self.partition_by, "natural-id: no such column; "
                               f"the columns are {', '.join(map(repr, table.column_names))}")
-        codes, k = id_codes(table[self.partition_by])
-        n = self.num_partitions
+        codes, values = id_codes(table[self.partition_by])
+        n, k = self.num_partitions, len(values)
         if n > k:
             raise ConfigError("num-clients", n, f"natural-id: column {self.partition_by!r} "
                               f"has {k} distinct ids; set num-clients <= {k}")
         groups = group_rows(codes)
         keep = np.arange(k) if n == k else np.sort(
             np.random.default_rng(self.seed).choice(k, size=n, replace=False))
-        values = table[self.partition_by].combine_chunks().dictionary_encode().dictionary
-        self.ids = [values[int(i)].as_py() for i in keep]
+        self.ids = [values[int(i)] for i in keep]
         self._partition_id_to_indices = {p: groups[int(i)] for p, i in enumerate(keep)}
 
     def load_partition(self, partition_id: int) -> Any:

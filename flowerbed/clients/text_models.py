@@ -57,12 +57,16 @@ class CharLSTM(nn.Module):
         ids = x.long().clamp(0, self.vocab - 1)  # token ids arrive as float32 batches
         seq = self.embed(ids)  # (B, L, E)
         for kernel, bias in zip(self.kernels, self.biases, strict=True):
-            h = seq.new_zeros(seq.shape[0], self.hidden)
-            c = seq.new_zeros(seq.shape[0], self.hidden)
+            n_in = kernel.shape[0] - self.hidden
+            # [x_t, h] @ kernel = x_t @ kernel[:n_in] + h @ kernel[n_in:]: the input part
+            # for all steps in one product, only the recurrent part step by step
+            proj = seq @ kernel[:n_in] + bias  # (B, L, 4H)
+            w_h = kernel[n_in:]
+            h = proj.new_zeros(proj.shape[0], self.hidden)
+            c = proj.new_zeros(proj.shape[0], self.hidden)
             outs = []
-            for t in range(seq.shape[1]):
-                gates = torch.cat([seq[:, t], h], dim=1) @ kernel + bias
-                i, j, f, o = gates.chunk(4, dim=1)
+            for x_t in proj.unbind(1):
+                i, j, f, o = (x_t + h @ w_h).chunk(4, dim=1)
                 c = c * torch.sigmoid(f + FORGET_BIAS) + torch.sigmoid(i) * torch.tanh(j)
                 h = torch.tanh(c) * torch.sigmoid(o)
                 outs.append(h)

@@ -12,7 +12,6 @@ from flowerbed.run.config import ConfigError, parse_run_config
 from flowerbed.run.runner import run_experiment
 from tests.conftest import tiny
 
-
 # the input each registry model is built for when 8x8 grey images are not (default)
 INPUTS = {"lenet5": (3, 32, 32), "char-lstm": (80,)}
 
