@@ -4,7 +4,8 @@ Every dataset, offline or from the Hugging Face Hub, goes through the same path:
 ``datasets.Dataset`` with a feature column and a label column, a held-out test split that
 stays on the server, and a Flower Datasets partitioner chosen by name that splits the
 training split into ``num-clients`` partitions. The result is cached per process (a worker
-builds it once, not per message) as dense NumPy arrays.
+builds it once, not per message) as dense NumPy arrays; image pixels and text token ids stay
+small integers (:mod:`flowerbed.clients.stored`) and become float32 batch by batch.
 
 Offline datasets (no network needed):
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).
@@ -12,7 +13,11 @@ Offline datasets (no network needed):
   draws u_k ~ N(0, alpha), B_k ~ N(0, beta), W_k, b_k ~ N(u_k, 1), v_k ~ N(B_k, 1),
   x ~ N(v_k, diag(j^-1.2)), y = argmax(W_k^T x + b_k). Each example carries its
   ``client_id``, so the ``natural-id`` partitioner recovers the generating clients.
-Online: ``hf:<hub name or local path>`` loads through Flower Datasets ``FederatedDataset``.
+Online: ``hf:<hub name or local path>`` loads through Flower Datasets ``FederatedDataset``,
+in the dataset's own schema: an ``Image`` column (grey or RGB, as (C, H, W) uint8), a text
+column (LEAF's next-character task: :mod:`flowerbed.clients.text`), a vector column or the
+numeric columns; labels as ``ClassLabel``, integers or strings. ``tests/hub_fixtures.py``
+writes offline copies of FEMNIST, CIFAR-10 and Shakespeare in their Hub schemas.
 """
 
 from __future__ import annotations
@@ -57,15 +62,17 @@ DATA_KEYS = ("dataset", "feature-column", "feature-columns", "label-column", "no
 class FederatedData:
     """All partitions as dense arrays plus the server's held-out test set."""
 
-    x: list[np.ndarray]  # x[i]: features of client i, float32, shape (n_i, *input_shape)
+    # x[i]: features of client i, shape (n_i, *input_shape): float32, or for images and text
+    # a QuantizedArray (uint8 pixels / token ids that convert to float32 on use; stored.py)
+    x: list[Any]
     y: list[np.ndarray]  # y[i]: labels of client i, int64
-    test_x: np.ndarray
+    test_x: Any  # like x[i]
     test_y: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
     # optional: all clients' rows back to back (x[i] = x_flat[offsets[i]:offsets[i + 1]]),
     # so batched training indexes one array instead of copying per round
-    x_flat: np.ndarray | None = None
+    x_flat: Any = None  # np.ndarray or QuantizedArray
     y_flat: np.ndarray | None = None
     offsets: np.ndarray | None = None
     # the input-space cluster of every client and of every test example (the kmeans
@@ -84,7 +91,14 @@ class FederatedData:
         return (f"features {names or '(built in)'}, input shape {self.input_shape}, "
                 f"{self.num_classes} classes, {self.num_clients} clients with "
                 f"{int(sizes.min())}..{int(sizes.max())} examples (median "
-                f"{int(np.median(sizes))}), {len(self.test_y)} test examples")
+                f"{int(np.median(sizes))}), {len(self.test_y)} test examples{self._stored()}")
+
+    def _stored(self) -> str:
+        """How compactly the features are held (uint8 pixels, token ids), if they are."""
+        if not isinstance(self.x_flat, QuantizedArray):
+            return ""
+        mib = (self.x_flat.nbytes + getattr(self.test_x, "nbytes", 0)) / 2**20
+        return f"; features stored as {self.x_flat.raw.dtype} ({mib:.1f} MiB)"
 
     @property
     def num_clients(self) -> int:
@@ -270,20 +284,32 @@ def _to_array(ds: datasets.Dataset, feature: str,
     return arr
 
 
+IMAGE_CHUNK = 4096  # rows decoded at a time: the decoded copies of a chunk, not of all
+
+
 def _image_array(ds: datasets.Dataset, feature: str) -> QuantizedArray:
-    """An ``Image`` column as uint8 (n, C, H, W) pixels standing for raw / 255."""
-    col = ds.with_format("numpy")[:][feature] if len(ds) else np.zeros((0, 1, 1), np.uint8)
-    arr = np.asarray(col)
-    if arr.dtype == object:  # images of different modes or sizes: one by one
-        arr = np.stack([np.asarray(v) for v in col])
-    if arr.dtype != np.uint8:
-        raise ConfigError("feature-column", feature, f"image pixels are {arr.dtype}; "
-                          "flowerbed reads 8-bit images (grey or RGB)")
-    if arr.ndim == 3:  # grey (n, H, W)
-        arr = arr[:, None]
-    elif arr.ndim == 4:  # (n, H, W, C) as PIL gives it -> channels first
-        arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
-    return QuantizedArray.of(arr, 1.0 / 255.0)
+    """An ``Image`` column as uint8 (n, C, H, W) pixels standing for raw / 255, decoded
+    chunk by chunk into one preallocated array (decoding all rows at once held every
+    image twice more: 1.6 GiB peak for CIFAR-10's 60,000 images, for 176 MiB kept)."""
+    fmt = ds.with_format("numpy")
+    out: np.ndarray | None = None
+    for start in range(0, max(len(ds), 1), IMAGE_CHUNK):
+        col = fmt[start:start + IMAGE_CHUNK][feature] if len(ds) else np.zeros((0, 1, 1))
+        arr = np.asarray(col)
+        if arr.dtype == object:  # images of different modes or sizes: one by one
+            arr = np.stack([np.asarray(v) for v in col])
+        if arr.dtype != np.uint8 and len(ds):
+            raise ConfigError("feature-column", feature, f"image pixels are {arr.dtype}; "
+                              "flowerbed reads 8-bit images (grey or RGB)")
+        if arr.ndim == 3:  # grey (n, H, W)
+            arr = arr[:, None]
+        elif arr.ndim == 4:  # (n, H, W, C) as PIL gives it -> channels first
+            arr = arr.transpose(0, 3, 1, 2)
+        if out is None:
+            out = np.empty((len(ds), *arr.shape[1:]), np.uint8)
+        out[start:start + len(arr)] = arr
+    assert out is not None
+    return QuantizedArray.of(out, 1.0 / 255.0)
 
 
 def _is_text(feature: Any) -> bool:
