@@ -35,7 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 from torch.func import grad_and_value, vmap
 
-from flowerbed.clients.data import FederatedData
+from flowerbed.clients.data import FederatedData, flat_tensor
 from flowerbed.clients.device import resolve
 from flowerbed.clients.rules import INPUTS_KEY, rule_for
 from flowerbed.clients.rules.base import ClientRule, RuleResult, Tensors
@@ -291,7 +291,8 @@ def flat_data(data: FederatedData, device: torch.device = CPU
         else:
             x, y = np.concatenate(data.x), np.concatenate(data.y)
             off = np.concatenate([[0], np.cumsum([len(v) for v in data.y])]).astype(np.int64)
-        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        # float32; stored pixels/tokens stay integers (on the device), float per batch
+        tx = flat_tensor(x).to(device)
         ty = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(device)
         _FLAT.clear()  # one dataset per process at a time is the common case
         hit = _FLAT[key] = (data, tx, ty, off)

@@ -4,7 +4,8 @@ Every dataset, offline or from the Hugging Face Hub, goes through the same path:
 ``datasets.Dataset`` with a feature column and a label column, a held-out test split that
 stays on the server, and a Flower Datasets partitioner chosen by name that splits the
 training split into ``num-clients`` partitions. The result is cached per process (a worker
-builds it once, not per message) as dense NumPy arrays.
+builds it once, not per message) as dense NumPy arrays; image pixels and text token ids stay
+small integers (:mod:`flowerbed.clients.stored`) and become float32 batch by batch.
 
 Offline datasets (no network needed):
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).
@@ -12,7 +13,11 @@ Offline datasets (no network needed):
   draws u_k ~ N(0, alpha), B_k ~ N(0, beta), W_k, b_k ~ N(u_k, 1), v_k ~ N(B_k, 1),
   x ~ N(v_k, diag(j^-1.2)), y = argmax(W_k^T x + b_k). Each example carries its
   ``client_id``, so the ``natural-id`` partitioner recovers the generating clients.
-Online: ``hf:<hub name or local path>`` loads through Flower Datasets ``FederatedDataset``.
+Online: ``hf:<hub name or local path>`` loads through Flower Datasets ``FederatedDataset``,
+in the dataset's own schema: an ``Image`` column (grey or RGB, as (C, H, W) uint8), a text
+column (LEAF's next-character task: :mod:`flowerbed.clients.text`), a vector column or the
+numeric columns; labels as ``ClassLabel``, integers or strings. ``tests/hub_fixtures.py``
+writes offline copies of FEMNIST, CIFAR-10 and Shakespeare in their Hub schemas.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowerbed.clients.stored import QuantizedArray, flat_tensor, to_float_batch
+from flowerbed.clients.text import Vocabulary
 from flowerbed.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +42,9 @@ if TYPE_CHECKING:
     from flowerbed.core.params import Config
 
 log = logging.getLogger(__name__)
+
+__all__ = ["FederatedData", "QuantizedArray", "flat_tensor", "load_federation", "standardize",
+           "to_float_batch"]
 
 OFFLINE_DATASETS = ("digits", "synthetic", "quadratic")
 PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "natural-id", "linear", "square",
@@ -52,15 +62,17 @@ DATA_KEYS = ("dataset", "feature-column", "feature-columns", "label-column", "no
 class FederatedData:
     """All partitions as dense arrays plus the server's held-out test set."""
 
-    x: list[np.ndarray]  # x[i]: features of client i, float32, shape (n_i, *input_shape)
+    # x[i]: features of client i, shape (n_i, *input_shape): float32, or for images and text
+    # a QuantizedArray (uint8 pixels / token ids that convert to float32 on use; stored.py)
+    x: list[Any]
     y: list[np.ndarray]  # y[i]: labels of client i, int64
-    test_x: np.ndarray
+    test_x: Any  # like x[i]
     test_y: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
     # optional: all clients' rows back to back (x[i] = x_flat[offsets[i]:offsets[i + 1]]),
     # so batched training indexes one array instead of copying per round
-    x_flat: np.ndarray | None = None
+    x_flat: Any = None  # np.ndarray or QuantizedArray
     y_flat: np.ndarray | None = None
     offsets: np.ndarray | None = None
     # the input-space cluster of every client and of every test example (the kmeans
@@ -79,7 +91,14 @@ class FederatedData:
         return (f"features {names or '(built in)'}, input shape {self.input_shape}, "
                 f"{self.num_classes} classes, {self.num_clients} clients with "
                 f"{int(sizes.min())}..{int(sizes.max())} examples (median "
-                f"{int(np.median(sizes))}), {len(self.test_y)} test examples")
+                f"{int(np.median(sizes))}), {len(self.test_y)} test examples{self._stored()}")
+
+    def _stored(self) -> str:
+        """How compactly the features are held (uint8 pixels, token ids), if they are."""
+        if not isinstance(self.x_flat, QuantizedArray):
+            return ""
+        mib = (self.x_flat.nbytes + getattr(self.test_x, "nbytes", 0)) / 2**20
+        return f"; features stored as {self.x_flat.raw.dtype} ({mib:.1f} MiB)"
 
     @property
     def num_clients(self) -> int:
@@ -219,8 +238,11 @@ def make_partitioner(cfg: Config, feature: str = "x") -> Any:
     if name == "shard":
         return p.ShardPartitioner(num_partitions=n, partition_by=by,
                                   num_shards_per_partition=cfg.shards_per_partition, seed=seed)
-    if name == "natural-id":
-        return p.NaturalIdPartitioner(partition_by="client_id")
+    if name == "natural-id":  # any column (FEMNIST's writer_id); synthetic: client_id
+        from flowerbed.clients.natural_id import NaturalIdGrouping
+
+        column = by if cfg.dataset.startswith("hf:") else "client_id"
+        return NaturalIdGrouping(n, column, seed)
     if name == "kmeans":
         from flowerbed.clients.kmeans_partitioner import KMeansPartitioner
 
@@ -230,10 +252,20 @@ def make_partitioner(cfg: Config, feature: str = "x") -> Any:
     return sized[name](num_partitions=n)
 
 
-def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
-    """The feature column as float32 (images are scaled to [0, 1])."""
+def _to_array(ds: datasets.Dataset, feature: str,
+              vocab: Vocabulary | None = None) -> np.ndarray | QuantizedArray:
+    """The feature column as the model sees it: float32, or stored integers that stand
+    for float32 (:mod:`flowerbed.clients.stored`): image pixels as uint8 scaled to [0, 1]
+    (channels first), text as token ids of ``vocab``."""
+    import datasets
     import pyarrow as pa
 
+    kind = ds.features[feature]
+    if isinstance(kind, datasets.Image):
+        return _image_array(ds, feature)
+    if vocab is not None:  # text: strings -> token ids (stored as uint8 for <= 256 letters)
+        col = ds.with_format("arrow")[:][feature].to_numpy(zero_copy_only=False)
+        return QuantizedArray.of(vocab.encode_sequences(col, "feature-column"))
     col = ds.with_format("arrow")[:][feature].combine_chunks()
     if (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)) and (
             pa.types.is_floating(col.type.value_type)) and col.null_count == 0:
@@ -244,7 +276,7 @@ def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
     # ds[:] converts the whole column at once; ds[feature] would iterate row by row
     col = ds.with_format("numpy")[:][feature]
     arr = np.asarray(col)
-    if arr.dtype == object:  # e.g. PIL images
+    if arr.dtype == object:  # e.g. nested lists of unequal types
         arr = np.stack([np.asarray(v) for v in col])
     arr = arr.astype(np.float32)
     if arr.size and arr.max() > 1.5 and np.issubdtype(np.asarray(col[:1]).dtype, np.integer):
@@ -252,8 +284,41 @@ def _to_array(ds: datasets.Dataset, feature: str) -> np.ndarray:
     return arr
 
 
-def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...], int, str,
-                              tuple[str, ...]]:
+IMAGE_CHUNK = 4096  # rows decoded at a time: the decoded copies of a chunk, not of all
+
+
+def _image_array(ds: datasets.Dataset, feature: str) -> QuantizedArray:
+    """An ``Image`` column as uint8 (n, C, H, W) pixels standing for raw / 255, decoded
+    chunk by chunk into one preallocated array (decoding all rows at once held every
+    image twice more: 1.6 GiB peak for CIFAR-10's 60,000 images, for 176 MiB kept)."""
+    fmt = ds.with_format("numpy")
+    out: np.ndarray | None = None
+    for start in range(0, max(len(ds), 1), IMAGE_CHUNK):
+        col = fmt[start:start + IMAGE_CHUNK][feature] if len(ds) else np.zeros((0, 1, 1))
+        arr = np.asarray(col)
+        if arr.dtype == object:  # images of different modes or sizes: one by one
+            arr = np.stack([np.asarray(v) for v in col])
+        if arr.dtype != np.uint8 and len(ds):
+            raise ConfigError("feature-column", feature, f"image pixels are {arr.dtype}; "
+                              "flowerbed reads 8-bit images (grey or RGB)")
+        if arr.ndim == 3:  # grey (n, H, W)
+            arr = arr[:, None]
+        elif arr.ndim == 4:  # (n, H, W, C) as PIL gives it -> channels first
+            arr = arr.transpose(0, 3, 1, 2)
+        if out is None:
+            out = np.empty((len(ds), *arr.shape[1:]), np.uint8)
+        out[start:start + len(arr)] = arr
+    assert out is not None
+    return QuantizedArray.of(out, 1.0 / 255.0)
+
+
+def _is_text(feature: Any) -> bool:
+    import datasets
+
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, str, tuple[str, ...]]:
     """A Hugging Face dataset through FederatedDataset (hub name or local folder).
 
     Its "test" split stays on the server; without one, test-fraction of "train" is held out.
@@ -291,14 +356,33 @@ def _hf(cfg: Config) -> tuple[datasets.Dataset, datasets.Dataset, tuple[int, ...
         feature = STACKED
     else:
         feature = features[0]
-    sample = _to_array(train.select(range(1)), feature)
-    shape = tuple(sample.shape[1:]) or (1,)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    labels = train.features[cfg.label_column]
-    classes = (labels.num_classes if hasattr(labels, "num_classes")
-               else int(max(train.unique(cfg.label_column))) + 1)
-    return train, test, shape, classes, feature, tuple(features)
+    return train, test, feature, tuple(features)
+
+
+def _labels(cfg: Config, train: datasets.Dataset, test: datasets.Dataset,
+            vocab: Vocabulary | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer labels of both splits and the number of classes: a ClassLabel's own
+    indices, a text task's next characters in the input vocabulary, other strings in
+    sorted order, integers as they are."""
+    label = cfg.label_column
+    kind = train.features[label]
+
+    def column(ds: datasets.Dataset) -> np.ndarray:
+        return ds.with_format("arrow")[:][label].to_numpy(zero_copy_only=False)
+
+    if hasattr(kind, "num_classes"):
+        return column(train).astype(np.int64), column(test).astype(np.int64), kind.num_classes
+    if vocab is not None:
+        return (vocab.encode_chars(column(train), "label-column"),
+                vocab.encode_chars(column(test), "label-column"), len(vocab))
+    if _is_text(kind):
+        names = np.unique(np.concatenate([column(train), column(test)]).astype(str))
+        return (np.searchsorted(names, column(train).astype(str)).astype(np.int64),
+                np.searchsorted(names, column(test).astype(str)).astype(np.int64), len(names))
+    y_tr, y_te = column(train).astype(np.int64), column(test).astype(np.int64)
+    if len(y_tr) and min(y_tr.min(), y_te.min() if len(y_te) else 0) < 0:
+        raise ConfigError("label-column", label, "integer labels must be >= 0")
+    return y_tr, y_te, int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
 
 
 STACKED = "__features__"  # the column of stacked tabular features
@@ -329,7 +413,7 @@ def _feature_columns(cfg: Config, train: datasets.Dataset) -> list[str]:
     if cfg.feature_column or not _is_scalar_number(train.features[first]):
         return [first]  # named, or an image / vector column
     skip = {cfg.label_column, "client_id"}
-    if cfg.partitioner in LABEL_PARTITIONERS:
+    if cfg.partitioner in ID_PARTITIONERS:
         skip.add(cfg.partition_by)
     numeric = [c for c in columns if c not in skip and _is_scalar_number(train.features[c])]
     other = [c for c in columns if c not in skip and c not in numeric]
@@ -358,34 +442,72 @@ def pa_fixed_list(matrix: np.ndarray) -> Any:
 DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                       ".parquet": "parquet", ".txt": "text"}
 LABEL_PARTITIONERS = ("dirichlet", "pathological", "shard")  # they split on partition-by
+ID_PARTITIONERS = (*LABEL_PARTITIONERS, "natural-id")  # partition-by is not a feature
 
 
 def _check_columns(cfg: Config, columns: list[str]) -> str:
     """The feature column; ConfigError if a configured column is not in the data."""
     have = ", ".join(repr(c) for c in columns)
     named = [("label-column", cfg.label_column), ("feature-column", cfg.feature_column)]
-    if cfg.partitioner in LABEL_PARTITIONERS:
+    if cfg.partitioner in ID_PARTITIONERS:
         named.append(("partition-by", cfg.partition_by))
     for key, column in named:
         if column and column not in columns:
             raise ConfigError(key, column, f"{cfg.dataset} has no such column; its columns "
                               f"are {have}")
-    feature = cfg.feature_column or next(
-        (c for c in columns if c not in (cfg.label_column, "client_id")), None)
+    not_features = {cfg.label_column, "client_id"}
+    if cfg.partitioner == "natural-id":
+        not_features.add(cfg.partition_by)
+    feature = cfg.feature_column or next((c for c in columns if c not in not_features), None)
     if feature is None:
         raise ConfigError("feature-column", cfg.feature_column, f"{cfg.dataset} has no column "
                           f"besides the label column {cfg.label_column!r}: {have}")
     return feature
 
 
-def standardize(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardize(train_x: Any, test_x: Any) -> tuple[Any, Any]:
     """Both sets scaled by the training set's mean and std: per feature for vectors, per
-    channel for (C, H, W) images. Constant features stay at 0."""
+    channel for (C, H, W) images. Constant features stay at 0. Stored integers
+    (:class:`QuantizedArray`) stay stored: the scaling is folded into their affine map."""
+    if isinstance(train_x, QuantizedArray):
+        mean, std = _channel_stats(train_x)
+        scale = (1.0 / std).astype(np.float32)
+        shift = (-mean / std).astype(np.float32)
+        return train_x.affine(scale, shift), test_x.affine(scale, shift)
     axes = (0,) if train_x.ndim == 2 else (0, *range(2, train_x.ndim))
     mean = train_x.mean(axis=axes, keepdims=True, dtype=np.float64)
     std = train_x.std(axis=axes, keepdims=True, dtype=np.float64)
     std[std == 0] = 1.0
     return ((train_x - mean) / std).astype(np.float32), ((test_x - mean) / std).astype(np.float32)
+
+
+def _channel_stats(q: QuantizedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64, shape (C, 1, 1) for images, (L,) for sequences) of the
+    values ``q`` stands for, from a histogram of its stored integers per channel: exact,
+    and no float copy of the data."""
+    raw = q.raw
+    channels = raw.shape[1] if raw.ndim >= 2 else 1
+    per = raw.reshape(len(raw), channels, -1) if len(raw) else np.zeros((0, channels, 1),
+                                                                       raw.dtype)
+    levels = int(per.max()) + 1 if per.size else 1
+    mean = np.zeros(channels)
+    std = np.ones(channels)
+    scale = np.broadcast_to(q.scale.reshape(-1), (channels,)) if q.scale.size in (1, channels) \
+        else None
+    shift = np.broadcast_to(q.shift.reshape(-1), (channels,)) if q.shift.size in (1, channels) \
+        else None
+    if scale is None or shift is None or raw.dtype.kind not in "ui":
+        raise ValueError("standardize: stored features need a scalar or per-channel scale")
+    for c in range(channels):
+        counts = np.bincount(per[:, c].ravel(), minlength=levels).astype(np.float64)
+        values = np.arange(levels) * float(scale[c]) + float(shift[c])
+        total = counts.sum()
+        if total:
+            mean[c] = (counts * values).sum() / total
+            var = (counts * (values - mean[c]) ** 2).sum() / total
+            std[c] = np.sqrt(var) if var > 0 else 1.0
+    shape = (channels,) + (1,) * (raw.ndim - 2)
+    return mean.reshape(shape), std.reshape(shape)
 
 
 def _partition_rows(train: datasets.Dataset, partitioner: Any, n: int) -> list[np.ndarray]:
@@ -446,8 +568,17 @@ def _load_cached(key: tuple[Any, ...], cfg: Config) -> FederatedData:
 
 def _build(cfg: Config) -> FederatedData:
     label = cfg.label_column
+    vocab: Vocabulary | None = None
     if cfg.dataset.startswith("hf:"):
-        train, test, shape, classes, feature, columns = _hf(cfg)
+        train, test, feature, columns = _hf(cfg)
+        if _is_text(train.features[feature]):  # next-character prediction (LEAF)
+            def text(ds: datasets.Dataset, col: str) -> np.ndarray:
+                return ds.with_format("arrow")[:][col].to_numpy(zero_copy_only=False)
+
+            cols = [text(ds, c) for ds in (train, test) for c in (feature, label)
+                    if _is_text(ds.features[c])]
+            vocab = Vocabulary.covering(*cols)
+        shape, classes = (), 0
     else:
         train, test, shape, classes = OFFLINE_BUILDERS[cfg.dataset](cfg)
         feature, columns = "x", ()
@@ -458,11 +589,24 @@ def _build(cfg: Config) -> FederatedData:
         key = "min-partition-size" if cfg.min_partition_size > 0 else "partitioner"
         raise ConfigError(key, cfg[key], f"Flower Datasets cannot partition {cfg.dataset} "
                           f"over {cfg.num_clients} clients this way: {err}") from None
-    x_all = _to_array(train, feature).reshape(len(train), *shape)
-    y_all = np.asarray(train.with_format("numpy")[:][label], dtype=np.int64)
-    test_x = _to_array(test, feature).reshape(len(test), *shape)
-    test_y = np.asarray(test.with_format("numpy")[:][label], dtype=np.int64)
+    try:
+        x_all, test_x = _to_array(train, feature, vocab), _to_array(test, feature, vocab)
+    except ValueError as err:  # e.g. characters outside the vocabulary
+        raise ConfigError("feature-column", feature, str(err)) from None
+    if cfg.dataset.startswith("hf:"):
+        y_all, test_y, classes = _labels(cfg, train, test, vocab)
+        shape = tuple(x_all.shape[1:]) or (1,)
+        if len(shape) == 2 and vocab is None:  # a 2-D array a row: one channel
+            shape = (1, *shape)
+    else:
+        y_all = np.asarray(train.with_format("numpy")[:][label], dtype=np.int64)
+        test_y = np.asarray(test.with_format("numpy")[:][label], dtype=np.int64)
+    x_all = x_all.reshape(len(train), *shape)
+    test_x = test_x.reshape(len(test), *shape)
     if cfg.normalize == "standardize":
+        if vocab is not None:
+            raise ConfigError("normalize", cfg.normalize, "standardize scales numeric and "
+                              "image features; this dataset's features are token ids")
         x_all, test_x = standardize(x_all, test_x)
     # clients' rows stored contiguously: x[i] and y[i] are views into x_flat and y_flat
     order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -508,9 +652,11 @@ def check_data_config(cfg: Config) -> None:
     if cfg.partitioner not in PARTITIONERS:
         raise ConfigError("partitioner", cfg.partitioner,
                           "must be one of " + ", ".join(PARTITIONERS))
-    if cfg.partitioner == "natural-id" and ds not in ("synthetic", "quadratic"):
-        raise ConfigError("partitioner", cfg.partitioner,
-                          "natural-id needs a dataset with client ids (synthetic, quadratic)")
+    if cfg.partitioner == "natural-id" and not ds.startswith("hf:") and ds not in (
+            "synthetic", "quadratic"):
+        raise ConfigError("partitioner", cfg.partitioner, "natural-id needs a dataset with "
+                          "client ids (synthetic, quadratic) or an hf: dataset and its id "
+                          "column as partition-by (e.g. writer_id)")
     if ds in OFFLINE_SIZES:
         n_train = int(OFFLINE_SIZES[ds] * (1 - cfg.test_fraction))
         if cfg.num_clients > n_train:

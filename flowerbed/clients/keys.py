@@ -26,7 +26,8 @@ DATA_KEYS: tuple[Key, ...] = (
         unit_interval_open_right),
     Key("partitioner", "dirichlet", "Flower Datasets partitioner (see flowerbed.clients.data)"),
     Key("partitioner-alpha", 0.5, "Dirichlet concentration (smaller = more non-IID)", positive),
-    Key("partition-by", "label", "column the label-based partitioners split on"),
+    Key("partition-by", "label", "column the label-based partitioners split on; natural-id: "
+        "the id column of an hf: dataset (e.g. writer_id), one client per id"),
     Key("classes-per-partition", 2, "pathological partitioner: classes per client", positive),
     Key("shards-per-partition", 2, "shard partitioner: shards per client", positive),
     Key("data-clusters", 4, "kmeans partitioner: input-space clusters (clients of one each)",
@@ -44,7 +45,8 @@ DATA_KEYS: tuple[Key, ...] = (
 )
 
 MODEL_KEYS: tuple[Key, ...] = (
-    Key("model", "mlp", "registry name (logreg, mlp, cnn) or 'pkg.mod:factory'"),
+    Key("model", "mlp", "registry name (logreg, mlp, cnn, femnist-cnn, lenet5, resnet18-gn, "
+        "char-lstm) or 'pkg.mod:factory'"),
     Key("hidden-sizes", "64", "MLP hidden layer sizes, comma-separated", int_list),
 )
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowerbed.clients.text_models import char_lstm
+from flowerbed.clients.vision_models import femnist_cnn, lenet5, resnet18_gn
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.imports import is_import_path, load_object
 
@@ -57,7 +59,12 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: Config) -> nn.Modul
     )
 
 
-MODELS: dict[str, ModelFactory] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
+MODELS: dict[str, ModelFactory] = {
+    "logreg": logreg, "mlp": mlp, "cnn": cnn,
+    # the field's benchmark models (clients/vision_models.py, clients/text_models.py)
+    "femnist-cnn": femnist_cnn, "lenet5": lenet5, "resnet18-gn": resnet18_gn,
+    "char-lstm": char_lstm,
+}
 
 
 def check_model_name(name: str) -> None:

@@ -36,6 +36,7 @@ from flowerbed.core.params import (
     positive,
     toml_value,
 )
+from flowerbed.run import presets
 from flowerbed.simulation import keys as simulation_keys
 from flowerbed.simulation.clock import enabled as clock_enabled
 from flowerbed.strategies import dp
@@ -96,7 +97,8 @@ def _collect(groups: Iterable[Iterable[Key]]) -> tuple[Key, ...]:
 
 # Every key of the run config. Names are kebab-case like Flower's own apps.
 KEYS: tuple[Key, ...] = _collect([
-    RUN_KEYS, client_keys.DATA_KEYS, client_keys.MODEL_KEYS, client_keys.TRAINING_KEYS,
+    RUN_KEYS, presets.KEYS, client_keys.DATA_KEYS, client_keys.MODEL_KEYS,
+    client_keys.TRAINING_KEYS,
     *(keys_of(cls.Params) for cls in builtin_classes()), dp.KEYS,
     simulation_keys.KEYS, OUTPUT_KEYS,
 ])
@@ -167,8 +169,9 @@ def _unknown(name: str, value: Any, known: Iterable[str], where: str = "") -> Co
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate ``raw`` (Flower's run config) against the schema; fill in defaults."""
-    merged = dict(raw)
+    """Validate ``raw`` (Flower's run config) against the schema; fill in defaults (a
+    ``preset``'s values first, for keys absent or at their default)."""
+    merged = presets.apply_preset(raw, {k.name: k.default for k in KEYS})
     name = KEYS_BY_NAME["strategy"].value(merged.get("strategy", "fedavg"))
     declared = strategy_keys(name)
     own = tuple(k for k in declared if k.name not in KEYS_BY_NAME)

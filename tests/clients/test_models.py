@@ -12,12 +12,16 @@ from flowerbed.run.config import ConfigError, parse_run_config
 from flowerbed.run.runner import run_experiment
 from tests.conftest import tiny
 
+# the input each registry model is built for when 8x8 grey images are not (default)
+INPUTS = {"lenet5": (3, 32, 32), "char-lstm": (80,)}
+
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_registry_models_map_images_to_logits(name: str) -> None:
+def test_registry_models_map_inputs_to_logits(name: str) -> None:
     cfg = parse_run_config(tiny(model=name))
-    model = build_model(cfg, (1, 8, 8), 10)
-    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    shape = INPUTS.get(name, (1, 8, 8))
+    model = build_model(cfg, shape, 10)
+    assert model(torch.zeros(3, *shape)).shape == (3, 10)
 
 
 def test_init_is_seeded() -> None:
