@@ -16,6 +16,7 @@ import numpy as np
 from flowerbed.core.rng import Stream, stream
 
 FAIL, CORRUPT = "fail", "corrupt"
+FLIP_LABELS = "flip-labels"  # a malicious node's data poisoning (simulation.adversary)
 
 
 class InjectedFailure(RuntimeError):
@@ -38,4 +39,10 @@ def corrupt_state(state: Mapping[str, np.ndarray], seed: int, server_round: int,
     return out
 
 
-__all__ = ["CORRUPT", "FAIL", "InjectedFailure", "corrupt_state"]
+def flipped_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Label flipping, y -> C - 1 - y (the data poisoning of a malicious node)."""
+    return (num_classes - 1 - np.asarray(y)).astype(np.asarray(y).dtype)
+
+
+__all__ = ["CORRUPT", "FAIL", "FLIP_LABELS", "InjectedFailure", "corrupt_state",
+           "flipped_labels"]

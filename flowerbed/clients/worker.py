@@ -20,7 +20,14 @@ from torch import nn
 from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
-from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
+from flowerbed.clients.injected import (
+    CORRUPT,
+    FAIL,
+    FLIP_LABELS,
+    InjectedFailure,
+    corrupt_state,
+    flipped_labels,
+)
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
 from flowerbed.core.arrays import State, from_record, to_record
@@ -70,7 +77,8 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     plan = [directive(content) for _, content in items]
     # cfg.vmap: all train items at once (position -> result); the rest go one by one.
     # Clients whose work is to fail this round are not trained at all.
-    alive = [pos for pos, action in enumerate(plan) if action != FAIL]
+    # (label-flipping clients train on relabelled data: the sequential path)
+    alive = [pos for pos, action in enumerate(plan) if action not in (FAIL, FLIP_LABELS)]
     done = {alive[p]: r for p, r in batched.pretrain(kind, [items[p] for p in alive], cfg,
                                                          data, model).items()}
     decoded: dict[int, State] = {}
@@ -88,6 +96,8 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                     decoded[id(arrays)] = from_record(arrays)
                 state = decoded[id(arrays)]
                 x, y = data.x[vid], training_labels(data.y[vid], config)
+                if action == FLIP_LABELS:  # a malicious node's data poisoning
+                    y = flipped_labels(y, data.num_classes)
             if kind == "train":
                 if pos not in done:
                     params = TrainParams.from_config(cfg, dict(config))

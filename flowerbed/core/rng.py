@@ -32,6 +32,7 @@ class Stream(enum.IntEnum):
     RANDOM_REGULAR = 0x22  # random-regular graphs
     ERDOS_RENYI = 0xE2  # Erdos-Renyi graphs
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
+    ADVERSARY = 104723  # who is malicious, and the attacks' random draws
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

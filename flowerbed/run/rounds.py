@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.clients.data import FederatedData
 from flowerbed.clients.training import evaluate
-from flowerbed.core.arrays import State, from_record
+from flowerbed.core.arrays import State, from_record, unflatten
 from flowerbed.run.checkpoint import Checkpointer
 from flowerbed.run.config import RunConfig
 from flowerbed.run.trackers import TrackerList
@@ -94,12 +95,39 @@ class RoundLoop:
             rec.update(self.simulated_time(server_round))
         if isinstance(self.strategy, PlatformStrategy):
             rec.update(self.strategy.round_metrics(server_round))
+        if self.grid.adversary.active:
+            rec.update(self.threat_metrics(server_round, rec, stats.malicious))
         self.records.append(rec)
         self.trackers.after_round(rec)
         if self.checkpointer and self.checkpointer.due(server_round, self.cfg.num_server_rounds):
             # the participation state is that of the round boundary (before begin)
             self.checkpointer.save(server_round, from_record(arrays), self.strategy,
                                    self.grid.participation, self.ledger, self.records)
+        return out
+
+    def threat_metrics(self, server_round: int, rec: dict[str, Any], malicious: int
+                       ) -> dict[str, float]:
+        """How many malicious updates reached the strategy, and the honest clients' accuracy.
+
+        Centralized: every honest client gets the global model, so its test accuracy is
+        theirs. Decentralized: the mean test accuracy of (up to ``eval-nodes``) honest nodes'
+        own models, evaluated when the round is; malicious nodes' models are left out.
+        """
+        out: dict[str, float] = {"malicious_updates": float(malicious)}
+        if "test_accuracy" not in rec:
+            return out
+        models = (self.strategy.node_models() if hasattr(self.strategy, "node_models")
+                  else None)
+        if models is None or len(models) != self.cfg.num_clients:
+            out["honest_accuracy"] = rec["test_accuracy"]
+            return out
+        honest = np.setdiff1d(np.arange(len(models)), self.grid.adversary.malicious)
+        k = min(len(honest), int(getattr(self.strategy.params, "eval_nodes", 20)))
+        rows = honest[np.linspace(0, len(honest) - 1, k).round().astype(int)]
+        like = self.strategy.like
+        accs = [evaluate(self.model, unflatten(models[i], like), self.data.test_x,
+                         self.data.test_y)["accuracy"] for i in rows]
+        out["honest_accuracy"] = float(np.mean(accs))
         return out
 
     def simulated_time(self, server_round: int) -> dict[str, float]:

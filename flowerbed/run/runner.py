@@ -35,6 +35,7 @@ from flowerbed.run.logging_setup import run_log
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
+from flowerbed.simulation.adversary import Adversary
 from flowerbed.simulation.clock import Clock
 from flowerbed.simulation.clock import enabled as clock_enabled
 from flowerbed.simulation.faults import FaultPlan
@@ -136,7 +137,8 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
                    "failures": sum(r.get("failures", 0) for r in records),
                    "rejected_updates": sum(r.get("rejected_updates", 0) for r in records),
                    **{k: sum(r.get(k, 0) for r in records)
-                      for k in (*FAULT_COUNTS, "faults_injected", "round_skipped")},
+                      for k in (*FAULT_COUNTS, "faults_injected", "round_skipped",
+                                "malicious_updates")},
                    "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records),
                    **({"sim_time_s": final["sim_time_s"]} if "sim_time_s" in final else {})},
     }
@@ -252,7 +254,11 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation,
                         count_server_traffic=not getattr(strategy, "routes_through_server",
                                                          False),
-                        faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout)
+                        faults=FaultPlan.from_config(cfg), round_timeout=cfg.round_timeout,
+                        adversary=Adversary.from_config(cfg))
+    if vgrid.adversary.active:
+        log.info("threat model: attack %s by %d malicious clients %s", cfg.attack,
+                 len(vgrid.adversary.malicious), vgrid.adversary.malicious.tolist())
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers,
                      clock=Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None)

@@ -1,4 +1,5 @@
-"""The run-config keys of the simulation services: participation, faults, execution."""
+"""The run-config keys of the simulation services: participation, faults, adversaries,
+execution (the threat model's own keys are declared in :mod:`flowerbed.simulation.adversary`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flowerbed.core.params import (
     unit_interval_open_left,
     unit_interval_open_right,
 )
-from flowerbed.simulation import clock
+from flowerbed.simulation import adversary, clock
 
 PARTICIPATION_KEYS: tuple[Key, ...] = (
     Key("participation", "always", "always, bernoulli, data-bernoulli, cyclic, markov",
@@ -47,8 +48,8 @@ EXECUTION_KEYS: tuple[Key, ...] = (
     Key("round-timeout", 3600.0, "seconds the server waits for a round's replies", positive),
 )
 
-KEYS: tuple[Key, ...] = PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS
-
+KEYS: tuple[Key, ...] = (PARTICIPATION_KEYS + FAULT_KEYS + adversary.KEYS + EXECUTION_KEYS
+                         + clock.KEYS)
 
 
 def check_simulation_config(cfg: Config) -> None:
@@ -61,6 +62,7 @@ def check_simulation_config(cfg: Config) -> None:
         last = [k for k in rates if cfg[k] > 0][-1]
         raise ConfigError(last, cfg[last], "the fault rates (" + " + ".join(rates)
                           + ") must add up to at most 1")
+    adversary.check_config(cfg)
 
 
 __all__ = ["EXECUTION_KEYS", "FAULT_KEYS", "KEYS", "PARTICIPATION_KEYS",
