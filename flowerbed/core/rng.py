@@ -33,6 +33,7 @@ class Stream(enum.IntEnum):
     ERDOS_RENYI = 0xE2  # Erdos-Renyi graphs
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
     ADVERSARY = 104723  # who is malicious, and the attacks' random draws
+    ROBUST_AGGREGATION = 7727  # random starts of robust aggregators (the Flag Aggregator's)
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

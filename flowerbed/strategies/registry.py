@@ -22,6 +22,9 @@ STRATEGIES: dict[str, str] = {
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
     "teleportation-tuned": "flowerbed.strategies.teleportation_tuned:TeleportationTuned",
     "modest": "flowerbed.strategies.modest:MoDeST",
+    "geometric-median": "flowerbed.strategies.geometric_median:GeometricMedian",
+    "centered-clipping": "flowerbed.strategies.centered_clipping:CenteredClipping",
+    "flag": "flowerbed.strategies.flag:FlagAggregator",
 }
 
 
