@@ -25,6 +25,8 @@ STRATEGIES: dict[str, str] = {
     "geometric-median": "flowerbed.strategies.geometric_median:GeometricMedian",
     "centered-clipping": "flowerbed.strategies.centered_clipping:CenteredClipping",
     "flag": "flowerbed.strategies.flag:FlagAggregator",
+    "monna": "flowerbed.strategies.monna:MoNNA",
+    "clipped-gossip": "flowerbed.strategies.clipped_gossip:ClippedGossip",
 }
 
 
