@@ -9,7 +9,7 @@ r-dimensional subspace Y (d x r, orthonormal columns) that best explains all of 
 between the updates and the subspace), which down-weights updates far from the subspace the
 others agree on. It is solved by iteratively reweighted least squares (FlagIRLS): with
 weights w_i = (|1 - ||Y^T x_i||^2| + eps)^(-1/4), eps = 1e-7, Y is the top-r left singular
-vectors of [w_1 x_1, ..., w_m x_m]; at most ``flag-iterations`` (official: 4) steps, from a
+vectors of [w_1 x_1, ..., w_m x_m] (computed from their m x m Gram matrix); at most ``flag-iterations`` (official: 4) steps, from a
 seeded random orthonormal start, stopping early when the objective stops decreasing (and
 keeping the previous Y if the last step made it worse). With ``flag-lambda`` > 0 the
 pairwise differences x_i - x_j join the columns with weights lambda / (m (m - 1)) times
@@ -70,8 +70,21 @@ def irls_step(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
         wd = ((np.abs(1.0 - np.sum((diff @ y) ** 2, axis=1)) + EPS) ** -0.25
               * lam / (m * (m - 1)))
         cols.append(diff * wd[:, None])
-    u = np.linalg.svd(np.concatenate(cols).T, full_matrices=False)[0]
-    return u[:, :r]
+    return top_left_singular(np.concatenate(cols).T, r)
+
+
+def top_left_singular(a: np.ndarray, r: int) -> np.ndarray:
+    """The top-r left singular vectors of a tall (d, k) matrix, k << d.
+
+    From the small Gram matrix: A^T A = V S^2 V^T, U = A V S^-1 (k x k work instead of a
+    d x k SVD); a full SVD when A is (numerically) of rank < r.
+    """
+    vals, vecs = np.linalg.eigh(a.T @ a)
+    order = np.argsort(vals)[::-1][:r]
+    s = np.sqrt(np.maximum(vals[order], 0.0))
+    if len(s) < r or s[-1] <= 1e-10 * max(s[0], 1e-300):
+        return np.linalg.svd(a, full_matrices=False)[0][:, :r]
+    return (a @ vecs[:, order]) / s
 
 
 def flag_subspace(x: np.ndarray, r: int, iterations: int, lam: float,
