@@ -10,8 +10,9 @@ between the updates and the subspace), which down-weights updates far from the s
 others agree on. It is solved by iteratively reweighted least squares (FlagIRLS): with
 weights w_i = (|1 - ||Y^T x_i||^2| + eps)^(-1/4), eps = 1e-7, Y is the top-r left singular
 vectors of [w_1 x_1, ..., w_m x_m] (computed from their m x m Gram matrix); at most
-``flag-iterations`` (official: 4) steps, from a seeded random orthonormal start, stopping early when the objective stops decreasing (and
-keeping the previous Y if the last step made it worse). With ``flag-lambda`` > 0 the
+``flag-iterations`` (official: 4) steps, from a seeded random orthonormal start, stopping
+early when the objective stops decreasing (and keeping the previous Y if the last step made
+it worse). With ``flag-lambda`` > 0 the
 pairwise differences x_i - x_j join the columns with weights lambda / (m (m - 1)) times
 the same reweighting (the paper's augmented-loss regulariser; official default 0).
 The aggregate is sum_i Y Y^T x_i / r, exactly as the official code returns it.
