@@ -27,6 +27,7 @@ STRATEGIES: dict[str, str] = {
     "flag": "flowerbed.strategies.flag:FlagAggregator",
     "monna": "flowerbed.strategies.monna:MoNNA",
     "clipped-gossip": "flowerbed.strategies.clipped_gossip:ClippedGossip",
+    "sybilwall": "flowerbed.strategies.sybilwall:SybilWall",
 }
 
 

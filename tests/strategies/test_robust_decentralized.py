@@ -1,5 +1,5 @@
 """Decentralized robust aggregation: MoNNA's nearest-neighbour averaging and ClippedGossip's
-self-centred clipping on hand-computed cases, their limits (no clipping = D-SGD, no momentum
+self-centred clipping and SybilWall's FoolsGold weights on hand-computed cases, their limits (no clipping = D-SGD, no momentum
 and f = 0 = D-SGD on the complete graph), and both holding against sign flip where D-SGD
 does not."""
 
@@ -12,7 +12,9 @@ import torch
 from flowerbed.run.config import parse_run_config
 from flowerbed.run.runner import run_experiment
 from flowerbed.strategies.clipped_gossip import clipped_mix
+from flowerbed.simulation.adversary import Adversary
 from flowerbed.strategies.monna import nearest_neighbour_average
+from flowerbed.strategies.sybilwall import foolsgold_weights
 from tests.conftest import tiny
 
 torch.set_num_threads(1)
@@ -68,3 +70,29 @@ def test_robust_gossip_holds_against_sign_flip_where_dsgd_does_not():
     assert honest("dsgd") <= 0.15
     assert honest("clipped-gossip") >= 0.5
     assert honest("monna", nna_f=3, monna_momentum=0.5) >= 0.5
+
+
+def test_foolsgold_weights_by_hand():
+    # two identical histories and one orthogonal: the pair gets 0, the loner 1
+    np.testing.assert_allclose(foolsgold_weights(np.array([[1.0, 0, 0], [2.0, 0, 0],
+                                                           [0, 0, 1.0]])), [0, 0, 1])
+    np.testing.assert_allclose(foolsgold_weights(np.eye(3)), [1, 1, 1])  # all dissimilar
+    # h0 = (1, 0), h1 at 60 degrees, h2 = (0, 1): cs01 = 0.5, cs12 = 0.866, cs02 = 0;
+    # pardoning scales cs01 in row 0 by 0.5 / 0.866 -> w = 1 - (0.289, 0.866, 0.866),
+    # rescaled (1, 0.188, 0.188); logit: 1 -> 1, ln(0.188 / 0.812) + 0.5 < 0 -> 0
+    h = np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2], [0.0, 1.0]])
+    np.testing.assert_allclose(foolsgold_weights(h), [1, 0, 0], atol=1e-9)
+
+
+def test_sybilwall_finds_the_sybils_and_averages_like_gossip_without_them():
+    cfg = parse_run_config(tiny(strategy="sybilwall", attack="sybil", byzantine_count=3,
+                                num_clients=12, num_server_rounds=3, topology="random-regular",
+                                degree=4, final_merge=False))
+    res = run_experiment(cfg)
+    bad = Adversary.from_config(cfg).malicious
+    good = np.setdiff1d(np.arange(12), bad)[:5]
+    w = foolsgold_weights(res.strategy.history[np.concatenate([bad, good])])
+    assert w[:3].max() < 0.05 < w[3:].max()  # near-identical Sybil histories score 0
+    assert res.records[-1]["malicious_updates"] == 3
+    # gossip samples are counted as peer messages on top of the graph's 12 x 4 per round
+    assert res.records[-1]["round_messages"] == 12 * 4 + 12 * 4
