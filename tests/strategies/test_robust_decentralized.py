@@ -1,7 +1,7 @@
-"""Decentralized robust aggregation: MoNNA's nearest-neighbour averaging and ClippedGossip's
-self-centred clipping and SybilWall's FoolsGold weights on hand-computed cases, their limits (no clipping = D-SGD, no momentum
-and f = 0 = D-SGD on the complete graph), and both holding against sign flip where D-SGD
-does not."""
+"""Decentralized robust aggregation: MoNNA's nearest-neighbour averaging, ClippedGossip's
+self-centred clipping and SybilWall's FoolsGold weights on hand-computed cases; the limits
+(no clipping = D-SGD, no momentum and f = 0 = D-SGD on the complete graph); MoNNA and
+ClippedGossip holding against sign flip where D-SGD does not; SybilWall finding Sybils."""
 
 from __future__ import annotations
 
