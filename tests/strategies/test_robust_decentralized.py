@@ -11,8 +11,8 @@ import torch
 
 from flowerbed.run.config import parse_run_config
 from flowerbed.run.runner import run_experiment
-from flowerbed.strategies.clipped_gossip import clipped_mix
 from flowerbed.simulation.adversary import Adversary
+from flowerbed.strategies.clipped_gossip import clipped_mix
 from flowerbed.strategies.monna import nearest_neighbour_average
 from flowerbed.strategies.sybilwall import foolsgold_weights
 from tests.conftest import tiny
