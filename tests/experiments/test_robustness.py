@@ -43,7 +43,7 @@ def test_the_real_file_expands_into_valid_run_configs(tmp_path: Path):
     sweep = sweep_from_dict(sweep_dict(raw, "robustness"), "robustness", ROOT / "experiments",
                             tmp_path)
     runs = sweep.runs()
-    assert len({r.name for r in runs}) == len(runs) == 390  # 10 defences x 13 cells x 3
+    assert len({r.name for r in runs}) == len(runs) == 672  # 14 defences x 16 cells x 3
     for run in runs[::7]:
         parse_run_config(run.overrides)
 
@@ -55,8 +55,11 @@ def test_table_of_cells():
                 "final": {"honest_accuracy": 0.5}},
                {"config": "FedAvg", "params": {"attack": "alie", "byzantine-fraction": 0.1},
                 "final": {"honest_accuracy": 0.7}}]
+    results.append({"config": "D-SGD", "params": {"attack": "none", "byzantine-fraction": 0.0},
+                    "final": {"test_accuracy": 0.95, "node_accuracy_mean": 0.8}})
     by = cells(results)
     assert by[("FedAvg", "alie", 0.1)] == [0.5, 0.7]
+    assert by[("D-SGD", "none", 0.0)] == [0.8]  # node models, like the attacked cells
     text = table(RAW, by)
     assert "| FedAvg | federated | 0.900 ± 0.000 | — | 0.600 ± 0.141 |" in text
 

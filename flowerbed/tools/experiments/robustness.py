@@ -69,12 +69,23 @@ def sweep_dict(raw: dict[str, Any], name: str) -> dict[str, Any]:
 # --- the report -------------------------------------------------------------------------------
 
 
+def honest_final(final: dict[str, Any]) -> float | None:
+    """The run's final honest accuracy. A clean run (no adversary) has no honest_accuracy:
+    every client is honest, so it is the global model's test accuracy (federated) or the
+    sampled node models' mean accuracy (decentralized: not x-bar's, which would flatter
+    the clean cell against the attacked ones)."""
+    for key in (METRIC, "node_accuracy_mean", "test_accuracy"):
+        if final.get(key) is not None:
+            return float(final[key])
+    return None
+
+
 def cells(results: list[dict[str, Any]]) -> dict[tuple[str, str, float], list[float]]:
     """(defence label, attack, fraction) -> final honest accuracy of each seed."""
     out: dict[tuple[str, str, float], list[float]] = {}
     for r in results:
         p = r["params"]
-        v = r["final"].get(METRIC, r["final"].get("test_accuracy"))
+        v = honest_final(r["final"])
         if v is None:
             continue
         key = (r["config"], str(p.get("attack", "none")), float(p.get("byzantine-fraction", 0)))
