@@ -97,7 +97,7 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                 state = decoded[id(arrays)]
                 x, y = data.x[vid], training_labels(data.y[vid], config)
                 if action == FLIP_LABELS:  # a malicious node's data poisoning
-                    y = flipped_labels(y, data.num_classes)
+                    y = flipped_labels(y, data.num_classes, cfg.label_flip_classes)
             if kind == "train":
                 if pos not in done:
                     params = TrainParams.from_config(cfg, dict(config))

@@ -22,6 +22,7 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.clients.data import FederatedData
+from flowerbed.clients.injected import flip_pair
 from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import State, from_record, unflatten
 from flowerbed.run.checkpoint import Checkpointer
@@ -111,7 +112,9 @@ class RoundLoop:
 
         Centralized: every honest client gets the global model, so its test accuracy is
         theirs. Decentralized: the mean test accuracy of (up to ``eval-nodes``) honest nodes'
-        own models, evaluated when the round is; malicious nodes' models are left out.
+        own models, evaluated when the round is; malicious nodes' models are left out. With a
+        targeted label flip 's:t', ``attack_success``: the share of the test examples of
+        class s that the same model(s) predict as t.
         """
         out: dict[str, float] = {"malicious_updates": float(malicious)}
         if "test_accuracy" not in rec:
@@ -120,14 +123,22 @@ class RoundLoop:
                   else None)
         if models is None or len(models) != self.cfg.num_clients:
             out["honest_accuracy"] = rec["test_accuracy"]
-            return out
-        honest = np.setdiff1d(np.arange(len(models)), self.grid.adversary.malicious)
-        k = min(len(honest), int(getattr(self.strategy.params, "eval_nodes", 20)))
-        rows = honest[np.linspace(0, len(honest) - 1, k).round().astype(int)]
-        like = self.strategy.like
-        accs = [evaluate(self.model, unflatten(models[i], like), self.data.test_x,
-                         self.data.test_y)["accuracy"] for i in rows]
-        out["honest_accuracy"] = float(np.mean(accs))
+            states = [self.final_state] if self.final_state is not None else []
+        else:
+            honest = np.setdiff1d(np.arange(len(models)), self.grid.adversary.malicious)
+            k = min(len(honest), int(getattr(self.strategy.params, "eval_nodes", 20)))
+            rows = honest[np.linspace(0, len(honest) - 1, k).round().astype(int)]
+            states = [unflatten(models[i], self.strategy.like) for i in rows]
+            out["honest_accuracy"] = float(np.mean([evaluate(
+                self.model, s, self.data.test_x, self.data.test_y)["accuracy"] for s in states]))
+        pair = flip_pair(self.cfg.label_flip_classes)
+        if pair is not None and states:
+            # the share of class-s test examples the honest model(s) label t
+            src = self.data.test_y == pair[0]
+            if src.any():
+                x, y = self.data.test_x[src], np.full(int(src.sum()), pair[1])
+                out["attack_success"] = float(np.mean(
+                    [evaluate(self.model, s, x, y)["accuracy"] for s in states]))
         return out
 
     def simulated_time(self, server_round: int) -> dict[str, float]:

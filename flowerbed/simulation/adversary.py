@@ -11,8 +11,11 @@ never changes. What the malicious clients do (``attack``):
   the Gaussian attack of Blanchard et al. (NeurIPS 2017) and Xie et al. (2018).
 - ``scale``: send lambda * Delta_i (``attack-scale``), model replacement by boosting
   (Bagdasaryan et al., AISTATS 2020, boost factor n / eta).
-- ``label-flip``: data poisoning on the client: the node trains on labels y -> C - 1 - y and
-  sends that honestly computed update (a directive to the worker, like the faults').
+- ``label-flip``: data poisoning on the client: the node trains on labels y -> C - 1 - y (or,
+  targeted, ``label-flip-classes = "s:t"``: class s relabelled t, Tolpegin et al., ESORICS
+  2020) and sends that honestly computed update (a directive to the worker, like the
+  faults'). A targeted flip's success is measured: the share of the test examples of
+  class s that the honest clients' model predicts as t (``attack_success``).
 - ``alie``: "A Little Is Enough" (Baruch et al., NeurIPS 2019): every attacker sends
   mu - z sigma, mu and sigma the coordinate-wise mean and standard deviation of the round's
   honest updates; z = Phi^-1((n - s) / n) with s = floor(n / 2 + 1) - f (n clients whose
@@ -61,6 +64,15 @@ def _fraction(v: float) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
 
 
+def _flip_classes(v: str) -> str | None:
+    if v == "":
+        return None
+    src, sep, tgt = v.partition(":")
+    if not sep or not src.isdigit() or not tgt.isdigit() or src == tgt:
+        return "must be '' or 's:t' with two different class indices, e.g. '1:7'"
+    return None
+
+
 KEYS: tuple[Key, ...] = (
     Key("attack", "none", "what the malicious clients do: " + ", ".join(ATTACKS),
         one_of(*ATTACKS)),
@@ -75,6 +87,9 @@ KEYS: tuple[Key, ...] = (
     Key("alie-z", 0.0, "alie: z of mu - z sigma (0 = Baruch et al.'s z from n and f)",
         non_negative),
     Key("ipm-epsilon", 0.1, "ipm: the attackers send -eps * (mean honest update)", positive),
+    Key("label-flip-classes", "", "label-flip, sybil: '' flips every label y -> C-1-y; "
+        "'s:t' relabels class s as t only (targeted; attack_success is then reported)",
+        _flip_classes),
     Key("sybil-identities", 0, "sybil: identities of the one attacker (0 = the malicious set)",
         non_negative),
     Key("sybil-noise", 0.01, "sybil: relative perturbation rho of each identity's copy",
@@ -93,6 +108,9 @@ def check_config(cfg: Config) -> None:
                else "byzantine-count" if cfg.byzantine_count else "byzantine-fraction")
         raise ConfigError(key, cfg[key], f"must leave at least one honest client (num-clients "
                           f"= {cfg.num_clients}, malicious = {count})")
+    if cfg.label_flip_classes and cfg.attack not in DATA_POISONING:
+        raise ConfigError("label-flip-classes", cfg.label_flip_classes,
+                          "only attack = 'label-flip' or 'sybil' flips labels")
     if cfg.attack != "none" and count == 0:
         raise ConfigError("attack", cfg.attack, "needs malicious clients: set "
                           "byzantine-fraction or byzantine-count (or sybil-identities) > 0")

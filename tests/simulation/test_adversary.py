@@ -11,6 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from flowerbed.clients import worker
 from flowerbed.clients.injected import FAIL, FLIP_LABELS, flipped_labels
+from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import from_record, to_record
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.records import first
@@ -109,6 +110,9 @@ def test_label_flip_crafts_nothing_but_poisons_data():
     assert adv.craft(1, replies()) == {}
     assert adv.directive(3) == FLIP_LABELS and adv.directive(0) is None
     np.testing.assert_array_equal(flipped_labels(np.array([0, 3, 9]), 10), [9, 6, 0])
+    # targeted: only class 1 becomes 7
+    np.testing.assert_array_equal(flipped_labels(np.array([1, 3, 1, 7]), 10, "1:7"),
+                                  [7, 3, 7, 7])
 
 
 def test_the_worker_trains_a_label_flipper_on_flipped_labels():
@@ -201,6 +205,12 @@ def test_config_checks():
         parse_run_config(tiny(attack="mimic", byzantine_count=1))
     with pytest.raises(ConfigError, match="byzantine-fraction"):
         parse_run_config(tiny(attack="alie", byzantine_fraction=1.0))
+    for bad in ("1", "1:1", "a:b", "1:7:2"):
+        with pytest.raises(ConfigError, match="label-flip-classes"):
+            parse_run_config(tiny(attack="label-flip", byzantine_count=1,
+                                  label_flip_classes=bad))
+    with pytest.raises(ConfigError, match="only attack"):
+        parse_run_config(tiny(attack="alie", byzantine_count=1, label_flip_classes="1:7"))
     cfg = parse_run_config(tiny(attack="sybil", sybil_identities=4))
     assert len(Adversary.from_config(cfg).malicious) == 4
 
@@ -224,3 +234,20 @@ def test_runs_report_malicious_updates_and_honest_accuracy():
     assert norms[bad].min() > 100 * norms.min()
     clean = run_experiment(parse_run_config(tiny(num_server_rounds=1)))
     assert "malicious_updates" not in clean.records[-1]
+
+
+def test_targeted_label_flip_reports_its_success():
+    cfg = tiny(attack="label-flip", label_flip_classes="1:7", byzantine_count=4,
+               num_server_rounds=3, lr=0.3)
+    res = run_experiment(parse_run_config(cfg))
+    rec = res.records[-1]
+    assert 0.0 <= rec["attack_success"] <= 1.0
+    # by definition: the global model's share of class-1 test digits labelled 7
+    data = worker.load_federation(parse_run_config(cfg))
+    model = worker.skeleton(parse_run_config(cfg), data)
+    ones = data.test_y == 1
+    expected = evaluate(model, res.final_state, data.test_x[ones],
+                        np.full(int(ones.sum()), 7))["accuracy"]
+    assert rec["attack_success"] == pytest.approx(expected)
+    assert "attack_success" not in run_experiment(parse_run_config(
+        tiny(attack="label-flip", byzantine_count=4, num_server_rounds=1))).records[-1]
