@@ -108,7 +108,9 @@ class RoundLoop:
 
     def threat_metrics(self, server_round: int, rec: dict[str, Any], malicious: int
                        ) -> dict[str, float]:
-        """How many malicious updates reached the strategy, and the honest clients' accuracy.
+        """How many malicious updates reached the strategy (and, for a defence that says
+        whom it kept, ``malicious_accepted``: how many of its kept messages came from
+        malicious senders), and the honest clients' accuracy.
 
         Centralized: every honest client gets the global model, so its test accuracy is
         theirs. Decentralized: the mean test accuracy of (up to ``eval-nodes``) honest nodes'
@@ -117,6 +119,9 @@ class RoundLoop:
         class s that the same model(s) predict as t.
         """
         out: dict[str, float] = {"malicious_updates": float(malicious)}
+        if hasattr(self.strategy, "accepted_senders"):  # a defence that can tell whom it kept
+            kept = np.asarray(self.strategy.accepted_senders())
+            out["malicious_accepted"] = float(np.isin(kept, self.grid.adversary.malicious).sum())
         if "test_accuracy" not in rec:
             return out
         models = (self.strategy.node_models() if hasattr(self.strategy, "node_models")

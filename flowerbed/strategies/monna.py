@@ -21,7 +21,9 @@ for runs of tens of rounds (set ``monna-momentum`` to 0.99 to match). The simula
 every node's momentum on the server side, Byzantine nodes' too: a malicious node's crafted
 update therefore passes through its momentum (a static attack such as sign flip or ALIE is
 unaffected in the limit; a time-varying one is smoothed). A node that is unavailable or fails
-keeps its model and momentum for the half step, and still averages.
+keeps its model and momentum for the half step, and still averages. The senders of the
+models each node kept are exposed (:meth:`MoNNA.accepted_senders`), so the platform, which
+knows who is malicious, can count the malicious models NNA let through.
 """
 
 from __future__ import annotations
@@ -52,15 +54,20 @@ class MoNNAParams(TopologyParams, DecentralizedParams):
 
 def nearest_neighbour_average(models: np.ndarray, own: int, f: int) -> np.ndarray:
     """The mean of the rows closest to row ``own``, dropping the f farthest (own kept)."""
+    return models[nearest(models, own, f)].mean(axis=0)
+
+
+def nearest(models: np.ndarray, own: int, f: int) -> np.ndarray:
+    """The rows NNA keeps: all but the f farthest from row ``own`` (which is always kept)."""
     dist = np.linalg.norm(models - models[own], axis=1)
     dist[own] = -1.0  # always kept
-    keep = np.argsort(dist, kind="stable")[:max(len(models) - f, 1)]
-    return models[keep].mean(axis=0)
+    return np.argsort(dist, kind="stable")[:max(len(models) - f, 1)]
 
 
 class MoNNA(DecentralizedStrategy):
     Params = MoNNAParams
     state_fields = ("momentum",)
+    scratch_fields = ("accepted",)  # the round's kept senders, reported in that round
 
     @classmethod
     def check_params(cls, params: MoNNAParams, num_nodes: int) -> None:
@@ -71,6 +78,11 @@ class MoNNA(DecentralizedStrategy):
         super().__init__(params, services)
         self.topology = topology_of(params, self.n, services.seed)
         self.momentum: np.ndarray = np.zeros((0, 0), np.float32)
+        self.accepted: np.ndarray = np.zeros(0, np.int64)
+
+    def accepted_senders(self) -> np.ndarray:
+        """Who sent the models the last round's NNA kept (one entry per kept message)."""
+        return self.accepted
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         if self.momentum.shape != self.x.shape:
@@ -86,10 +98,14 @@ class MoNNA(DecentralizedStrategy):
         half[done] = self.x[done] - self.momentum[done]
         step = server_round - 1
         new = np.empty_like(half)
+        kept: list[np.ndarray] = []
         for i in range(self.n):
             peers = self.topology.in_neighbors(i, step)
-            group = np.concatenate([[i], peers])
+            group = np.concatenate([[i], peers]).astype(np.int64)
             f = min(self.params.nna_f, len(peers))
-            new[i] = nearest_neighbour_average(half[group], 0, f)
+            keep = nearest(half[group], 0, f)
+            new[i] = half[group[keep]].mean(axis=0)
+            kept.append(group[keep[keep != 0]])
         self.x = new
+        self.accepted = np.concatenate(kept) if kept else np.zeros(0, np.int64)
         self.record_topology(self.topology, step)

@@ -96,3 +96,17 @@ def test_sybilwall_finds_the_sybils_and_averages_like_gossip_without_them():
     assert res.records[-1]["malicious_updates"] == 3
     # gossip samples are counted as peer messages on top of the graph's 12 x 4 per round
     assert res.records[-1]["round_messages"] == 12 * 4 + 12 * 4
+
+
+def test_monna_counts_the_malicious_models_it_kept():
+    # complete graph of 10, 2 Byzantine: every node receives 9 models and keeps 9 - f
+    for f, most in ((0, 10 * 2 - 2), (2, None)):
+        cfg = parse_run_config(tiny(strategy="monna", topology="complete", nna_f=f,
+                                    attack="sign-flip", sign_flip_scale=10.0,
+                                    byzantine_count=2, num_server_rounds=2, lr=0.3,
+                                    partitioner="iid"))
+        rec = run_experiment(cfg).records[-1]
+        if most is not None:  # f = 0 keeps every message: each honest node 2, each bad 1
+            assert rec["malicious_accepted"] == most
+        else:  # the x10 flipped models are the farthest: honest nodes drop both
+            assert rec["malicious_accepted"] <= 2
