@@ -24,6 +24,7 @@ from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation import Participation
 from flowerbed.simulation.virtual_grid import VirtualGrid
 from tests.conftest import tiny
+from tests.run.test_checkpoint import Crash, config, metrics
 
 torch.set_num_threads(1)
 
@@ -251,3 +252,20 @@ def test_targeted_label_flip_reports_its_success():
     assert rec["attack_success"] == pytest.approx(expected)
     assert "attack_success" not in run_experiment(parse_run_config(
         tiny(attack="label-flip", byzantine_count=4, num_server_rounds=1))).records[-1]
+
+
+@pytest.mark.parametrize("strategy", ["centered-clipping", "monna"])
+def test_an_attacked_run_resumes_exactly(tmp_path, strategy):
+    """The malicious set and every attack's draws are seeded per (run, round), and the
+    defences' own state (centered clipping's centre, MoNNA's momenta) is declared."""
+    over = {"strategy": strategy, "num-server-rounds": 6, "attack": "sybil",
+            "byzantine-count": 4, "final-merge": False}
+    ref = run_experiment(parse_run_config(config(tmp_path, "ref", **over)))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_run_config(config(tmp_path, "crash", **over)),
+                       extra_trackers=[Crash(after=3)])
+    run_dir = tmp_path / "crash"
+    run_experiment(parse_run_config(config(tmp_path, "crash", **over,
+                                           **{"resume-from": str(run_dir)})))
+    assert metrics(run_dir) == metrics(ref.run_dir)
+    assert sum(r.get("malicious_updates", 0) for r in metrics(run_dir)) > 0
