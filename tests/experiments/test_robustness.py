@@ -43,7 +43,7 @@ def test_the_real_file_expands_into_valid_run_configs(tmp_path: Path):
     sweep = sweep_from_dict(sweep_dict(raw, "robustness"), "robustness", ROOT / "experiments",
                             tmp_path)
     runs = sweep.runs()
-    assert len({r.name for r in runs}) == len(runs) == 672  # 14 defences x 16 cells x 3
+    assert len({r.name for r in runs}) == len(runs) == 798  # 14 defences x 19 cells x 3
     for run in runs[::7]:
         parse_run_config(run.overrides)
 
