@@ -16,6 +16,7 @@ import numpy as np
 from flowerbed.core.rng import Stream, stream
 
 FAIL, CORRUPT = "fail", "corrupt"
+FLIP_LABELS = "flip-labels"  # a malicious node's data poisoning (simulation.adversary)
 
 
 class InjectedFailure(RuntimeError):
@@ -38,4 +39,23 @@ def corrupt_state(state: Mapping[str, np.ndarray], seed: int, server_round: int,
     return out
 
 
-__all__ = ["CORRUPT", "FAIL", "InjectedFailure", "corrupt_state"]
+def flip_pair(classes: str) -> tuple[int, int] | None:
+    """(source, target) of a targeted flip 's:t', or None for '' (every label flipped)."""
+    if not classes:
+        return None
+    src, _, tgt = classes.partition(":")
+    return int(src), int(tgt)
+
+
+def flipped_labels(y: np.ndarray, num_classes: int, classes: str = "") -> np.ndarray:
+    """The data poisoning of a malicious node: y -> C - 1 - y, or with ``classes = 's:t'``
+    (targeted) only the examples of class s relabelled t."""
+    y = np.asarray(y)
+    pair = flip_pair(classes)
+    if pair is None:
+        return (num_classes - 1 - y).astype(y.dtype)
+    return np.where(y == pair[0], pair[1], y).astype(y.dtype)
+
+
+__all__ = ["CORRUPT", "FAIL", "FLIP_LABELS", "InjectedFailure", "corrupt_state", "flip_pair",
+           "flipped_labels"]

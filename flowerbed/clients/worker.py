@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
@@ -21,7 +22,14 @@ from flowerbed.clients import batched
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.device import resolve
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
-from flowerbed.clients.injected import CORRUPT, FAIL, InjectedFailure, corrupt_state
+from flowerbed.clients.injected import (
+    CORRUPT,
+    FAIL,
+    FLIP_LABELS,
+    InjectedFailure,
+    corrupt_state,
+    flipped_labels,
+)
 from flowerbed.clients.models import build_model
 from flowerbed.clients.rules import OUTPUTS_KEY, rule_for
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
@@ -66,13 +74,16 @@ def training_labels(y: np.ndarray, config: ConfigRecord) -> np.ndarray:
 
 
 def train_one(vid: int, content: RecordDict, cfg: Config, data: FederatedData,
-              model: nn.Module) -> batched.TrainResult:
-    """One client's training on the sequential path (no vmap)."""
+              model: nn.Module, flip: bool = False) -> batched.TrainResult:
+    """One client's training on the sequential path (no vmap); ``flip``: on poisoned labels
+    (a malicious node's label flipping, :mod:`flowerbed.clients.injected`)."""
     arrays, config = _arrays_and_config(content)
     rule = rule_for(config)
     if rule is None:  # the default local SGD: its own loop (handles models with buffers)
         state = from_record(arrays)
         x, y = data.x[vid], training_labels(data.y[vid], config)
+        if flip:
+            y = flipped_labels(y, data.num_classes, cfg.label_flip_classes)
         params = TrainParams.from_config(cfg, dict(config))
         rng = client_rng(cfg.seed, int(config.get("server-round", 0)), vid)
         return batched.TrainResult(*local_train(model, state, x, y, params, rng,
@@ -85,6 +96,12 @@ def train_one(vid: int, content: RecordDict, cfg: Config, data: FederatedData,
     x_flat, y_flat, offsets = batched.flat_data(data, resolve(cfg.device))
     job = batched.make_job(vid, content, cfg, offsets, {}, {})
     assert job is not None
+    if flip:  # this client's rows of a copy of the labels, poisoned
+        y_flat = y_flat.clone()
+        rows = torch.from_numpy(job.rows).to(y_flat.device)
+        y_flat[rows] = torch.from_numpy(flipped_labels(
+            y_flat[rows].cpu().numpy(), data.num_classes, cfg.label_flip_classes)
+        ).to(y_flat.device)
     return batched.train_batched(model, [job], x_flat, y_flat, vectorised=False)[0]
 
 
@@ -114,7 +131,8 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     plan = [directive(content) for _, content in items]
     # cfg.vmap: all train items at once (position -> result); the rest go one by one.
     # Clients whose work is to fail this round are not trained at all.
-    alive = [pos for pos, action in enumerate(plan) if action != FAIL]
+    # (label-flipping clients train on relabelled data: the sequential path)
+    alive = [pos for pos, action in enumerate(plan) if action not in (FAIL, FLIP_LABELS)]
     done = {alive[p]: r for p, r in batched.pretrain(kind, [items[p] for p in alive], cfg,
                                                          data, model).items()}
     decoded: dict[int, State] = {}
@@ -128,7 +146,8 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
             if id(arrays) not in decoded:
                 decoded[id(arrays)] = from_record(arrays)
             if kind == "train":
-                result = done.get(pos) or train_one(vid, content, cfg, data, model)
+                result = done.get(pos) or train_one(vid, content, cfg, data, model,
+                                                    flip=action == FLIP_LABELS)
                 if wants_clipping(config):  # Flower's client-side DP wrappers
                     result.state, result.metrics = clip_update(
                         result.state, decoded[id(arrays)], config, dict(result.metrics))

@@ -34,6 +34,8 @@ class Stream(enum.IntEnum):
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
     AVAILABILITY = 8887  # the clients' availability processes (on-off stretches, phases)
     ASYNC_SAMPLING = 1299709  # which idle clients an asynchronous strategy starts
+    ADVERSARY = 104723  # who is malicious, and the attacks' random draws
+    ROBUST_AGGREGATION = 7727  # random starts of robust aggregators (the Flag Aggregator's)
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

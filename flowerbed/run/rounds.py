@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.clients.data import FederatedData
 from flowerbed.clients.device import resolve
+from flowerbed.clients.injected import flip_pair
 from flowerbed.clients.training import evaluate
-from flowerbed.core.arrays import State, from_record
+from flowerbed.core.arrays import State, from_record, unflatten
 from flowerbed.run.checkpoint import Checkpointer
 from flowerbed.run.config import RunConfig
 from flowerbed.run.trackers import TrackerList
@@ -104,6 +106,8 @@ class RoundLoop:
             rec.update(self.simulated_time(server_round))
         if isinstance(self.strategy, PlatformStrategy):
             rec.update(self.strategy.round_metrics(server_round))
+        if self.grid.adversary.active:
+            rec.update(self.threat_metrics(server_round, rec, stats.malicious))
         self.records.append(rec)
         self.trackers.after_round(rec)
         if self.checkpointer and self.checkpointer.due(server_round, self.cfg.num_server_rounds):
@@ -111,6 +115,46 @@ class RoundLoop:
             self.checkpointer.save(server_round, from_record(arrays), self.strategy,
                                    self.grid.participation, self.ledger, self.records,
                                    self.grid.client_states)
+        return out
+
+    def threat_metrics(self, server_round: int, rec: dict[str, Any], malicious: int
+                       ) -> dict[str, float]:
+        """How many malicious updates reached the strategy (and, for a defence that says
+        whom it kept, ``malicious_accepted``: how many of its kept messages came from
+        malicious senders), and the honest clients' accuracy.
+
+        Centralized: every honest client gets the global model, so its test accuracy is
+        theirs. Decentralized: the mean test accuracy of (up to ``eval-nodes``) honest nodes'
+        own models, evaluated when the round is; malicious nodes' models are left out. With a
+        targeted label flip 's:t', ``attack_success``: the share of the test examples of
+        class s that the same model(s) predict as t.
+        """
+        out: dict[str, float] = {"malicious_updates": float(malicious)}
+        if hasattr(self.strategy, "accepted_senders"):  # a defence that can tell whom it kept
+            kept = np.asarray(self.strategy.accepted_senders())
+            out["malicious_accepted"] = float(np.isin(kept, self.grid.adversary.malicious).sum())
+        if "test_accuracy" not in rec:
+            return out
+        models = (self.strategy.node_models() if hasattr(self.strategy, "node_models")
+                  else None)
+        if models is None or len(models) != self.cfg.num_clients:
+            out["honest_accuracy"] = rec["test_accuracy"]
+            states = [self.final_state] if self.final_state is not None else []
+        else:
+            honest = np.setdiff1d(np.arange(len(models)), self.grid.adversary.malicious)
+            k = min(len(honest), int(getattr(self.strategy.params, "eval_nodes", 20)))
+            rows = honest[np.linspace(0, len(honest) - 1, k).round().astype(int)]
+            states = [unflatten(models[i], self.strategy.like) for i in rows]
+            out["honest_accuracy"] = float(np.mean([evaluate(
+                self.model, s, self.data.test_x, self.data.test_y)["accuracy"] for s in states]))
+        pair = flip_pair(self.cfg.label_flip_classes)
+        if pair is not None and states:
+            # the share of class-s test examples the honest model(s) label t
+            src = self.data.test_y == pair[0]
+            if src.any():
+                x, y = self.data.test_x[src], np.full(int(src.sum()), pair[1])
+                out["attack_success"] = float(np.mean(
+                    [evaluate(self.model, s, x, y)["accuracy"] for s in states]))
         return out
 
     def simulated_time(self, server_round: int) -> dict[str, float]:

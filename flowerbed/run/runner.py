@@ -36,6 +36,7 @@ from flowerbed.run.logging_setup import run_log
 from flowerbed.run.rounds import FAULT_COUNTS, RoundLoop
 from flowerbed.run.trackers import RunInfo, Tracker, TrackerList
 from flowerbed.run.trackers.primary import primary_summary
+from flowerbed.simulation.adversary import Adversary
 from flowerbed.simulation.availability import AvailableAt, build_availability
 from flowerbed.simulation.clock import Clock, local_steps
 from flowerbed.simulation.clock import enabled as clock_enabled
@@ -141,7 +142,8 @@ def summarize(cfg: RunConfig, records: list[dict[str, Any]], ledger: Ledger, run
                    "failures": sum(r.get("failures", 0) for r in records),
                    "rejected_updates": sum(r.get("rejected_updates", 0) for r in records),
                    **{k: sum(r.get(k, 0) for r in records)
-                      for k in (*FAULT_COUNTS, "faults_injected", "round_skipped")},
+                      for k in (*FAULT_COUNTS, "faults_injected", "round_skipped",
+                                "malicious_updates")},
                    "retries": sum(max(r.get("attempts", 1) - 1, 0) for r in records),
                    **({"sim_time_s": final["sim_time_s"]} if "sim_time_s" in final else {})},
     }
@@ -209,7 +211,8 @@ def build_grid(cfg: RunConfig, strategy: Any, transport: Transport, ledger: Ledg
     start and the round deadline / over-selection."""
     kwargs: dict[str, Any] = {
         "count_server_traffic": not getattr(strategy, "routes_through_server", False),
-        "faults": FaultPlan.from_config(cfg), "round_timeout": cfg.round_timeout}
+        "faults": FaultPlan.from_config(cfg), "round_timeout": cfg.round_timeout,
+        "adversary": Adversary.from_config(cfg)}
     availability = build_availability(cfg, cfg.num_clients)
     if getattr(strategy, "asynchronous", False):
         assert clock is not None  # the run config requires it
@@ -279,6 +282,9 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
     clock = Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None
     vgrid = build_grid(cfg, strategy, transport, ledger, participation, clock,
                        lambda k: local_steps(cfg, data.sizes, [k])[k])
+    if vgrid.adversary.active:
+        log.info("threat model: attack %s by %d malicious clients %s", cfg.attack,
+                 len(vgrid.adversary.malicious), vgrid.adversary.malicious.tolist())
     trackers = TrackerList(build_trackers(cfg) + list(extra_trackers or []))
     loop = RoundLoop(cfg, data, model, vgrid, ledger, strategy, trackers, clock=clock)
     if run_dir is not None and cfg.checkpoint_every > 0:

@@ -1,4 +1,5 @@
-"""The run-config keys of the simulation services: participation, faults, execution."""
+"""The run-config keys of the simulation services: participation, faults, adversaries,
+execution (the threat model's own keys are declared in :mod:`flowerbed.simulation.adversary`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flowerbed.core.params import (
     unit_interval_open_left,
     unit_interval_open_right,
 )
-from flowerbed.simulation import availability, clock, deadline
+from flowerbed.simulation import adversary, availability, clock, deadline
 
 PARTICIPATION_KEYS: tuple[Key, ...] = (
     Key("participation", "always", "always, bernoulli, data-bernoulli, cyclic, markov",
@@ -49,8 +50,8 @@ EXECUTION_KEYS: tuple[Key, ...] = (
         "(0.25 = four workers share a GPU); 0 = workers see no GPU", non_negative),
 )
 
-KEYS: tuple[Key, ...] = (PARTICIPATION_KEYS + FAULT_KEYS + EXECUTION_KEYS + clock.KEYS
-                         + availability.KEYS + deadline.KEYS)
+KEYS: tuple[Key, ...] = (PARTICIPATION_KEYS + FAULT_KEYS + adversary.KEYS + EXECUTION_KEYS
+                         + clock.KEYS + availability.KEYS + deadline.KEYS)
 
 
 
@@ -65,6 +66,7 @@ def check_simulation_config(cfg: Config) -> None:
         raise ConfigError(last, cfg[last], "the fault rates (" + " + ".join(rates)
                           + ") must add up to at most 1")
     check_time_config(cfg)
+    adversary.check_config(cfg)
 
 
 def check_time_config(cfg: Config) -> None:

@@ -20,16 +20,18 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from flowerbed.clients.injected import CORRUPT, FAIL
-from flowerbed.core.arrays import from_record, record_nbytes
+from flowerbed.core.arrays import from_record, record_nbytes, to_record
 from flowerbed.core.records import all_of, first
 from flowerbed.core.validation import check_reply_arrays
 from flowerbed.core.wire import (
+    directive,
     reply_error,
     round_and_attempt,
     with_client_state,
     with_directive,
     without_client_state,
 )
+from flowerbed.simulation.adversary import Adversary, Reply
 from flowerbed.simulation.client_state import ClientStates
 from flowerbed.simulation.deadline import Deadline
 from flowerbed.simulation.faults import Fault, FaultPlan
@@ -64,6 +66,7 @@ class RoundStats:
     late: int = 0  # the reply arrived after the round's timeout
     corrupt: int = 0  # non-finite or wrongly shaped arrays
     injected: int = 0  # faults the fault plan injected into this round's training messages
+    malicious: int = 0  # training replies of malicious clients that reached the strategy
 
     def count(self, cause: str, reason: str, train: bool) -> None:
         """One unusable reply; counted for training, logged (once per round) for both."""
@@ -89,9 +92,11 @@ class VirtualGrid(Grid):
     def __init__(self, transport: Transport, num_nodes: int, ledger: Ledger,
                  participation: Participation, run: Run | None = None,
                  count_server_traffic: bool = True, faults: FaultPlan | None = None,
-                 round_timeout: float = float("inf")) -> None:
+                 round_timeout: float = float("inf"), adversary: Adversary | None = None
+                 ) -> None:
         self.transport = transport
         self.faults = faults or FaultPlan(0)
+        self.adversary = adversary or Adversary(0, num_nodes)
         self.round_timeout = round_timeout
         # False for decentralized strategies: their server traffic is simulation plumbing;
         # they record the peer-to-peer messages a real deployment would send instead.
@@ -181,7 +186,7 @@ class VirtualGrid(Grid):
                     late.add(len(delivered))
                 content = (with_directive(msg.content, FAIL) if fault is Fault.FAILED
                            else with_directive(msg.content, CORRUPT)
-                           if fault is Fault.CORRUPT else msg.content)
+                           if fault is Fault.CORRUPT else self._poisoned(msg, train))
                 kept = self.client_states.record_for(msg.metadata.dst_node_id) if train \
                     else None
                 if kept is not None:  # after the ledger counted the message: not traffic
@@ -192,6 +197,8 @@ class VirtualGrid(Grid):
                 kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
             if train and self.deadline is not None:
                 late |= self._late_by_clock(delivered, out, len(msgs))
+            if train and self.adversary.active:
+                out = self._attacked(delivered, out, late, stats)
             for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
                 vid = msg.metadata.dst_node_id
                 if content is None:
@@ -241,6 +248,52 @@ class VirtualGrid(Grid):
         nodes = [delivered[p][0].metadata.dst_node_id for p in usable]
         late = self.deadline.late(self.server_round, nodes, down, up, n_sent)
         return {usable[i] for i in late}
+
+    # --- the threat model (simulation.adversary): strategies only see its effects
+    def _poisoned(self, msg: Message, train: bool) -> RecordDict:
+        """The message as delivered: a malicious node's training data may be poisoned."""
+        action = self.adversary.directive(msg.metadata.dst_node_id) if train else None
+        return msg.content if action is None else with_directive(msg.content, action)
+
+    def _attacked(self, delivered: list[tuple[Message, RecordDict]],
+                  out: list[RecordDict | None], late: set[int], stats: RoundStats
+                  ) -> list[RecordDict | None]:
+        """The round's replies with the malicious nodes' models replaced by crafted ones.
+
+        Only replies that the strategy will receive are read or crafted: not the failed,
+        dropped, late or fault-corrupted ones (an omniscient attacker reads every honest
+        update that arrives in time).
+        """
+        usable: list[tuple[int, Reply]] = []
+        sent_cache: dict[int, dict[str, np.ndarray]] = {}
+        for pos, ((msg, content), reply) in enumerate(zip(delivered, out, strict=True)):
+            if (reply is None or pos in late or reply_error(reply) is not None
+                    or directive(content) in (FAIL, CORRUPT)):
+                continue
+            sent_rec, got = first(msg.content, ArrayRecord), first(reply, ArrayRecord)
+            if sent_rec is None or got is None:
+                continue
+            if id(sent_rec) not in sent_cache:
+                sent_cache[id(sent_rec)] = from_record(sent_rec, copy=False)
+            trained = from_record(got, copy=False)
+            if self._corrupt(msg.content, reply, {}) is not None:
+                continue
+            usable.append((pos, Reply(msg.metadata.dst_node_id, sent_cache[id(sent_rec)],
+                                      trained)))
+        crafted = self.adversary.craft(self.server_round, [r for _, r in usable])
+        out = list(out)
+        for pos, r in usable:
+            if not self.adversary.is_malicious(r.node):
+                continue
+            stats.malicious += 1
+            if r.node in crafted:
+                reply = out[pos]
+                assert reply is not None
+                model = next(name for name, rec in reply.items()
+                             if isinstance(rec, ArrayRecord))  # the model, not kept state
+                out[pos] = RecordDict({name: (to_record(crafted[r.node]) if name == model
+                                              else rec) for name, rec in reply.items()})
+        return out
 
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,

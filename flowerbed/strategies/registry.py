@@ -28,6 +28,12 @@ STRATEGIES: dict[str, str] = {
     "fedasync": "flowerbed.strategies.fedasync:FedAsync",
     "fedbuff": "flowerbed.strategies.fedbuff:FedBuff",
     "fedfix": "flowerbed.strategies.fedfix:FedFix",
+    "geometric-median": "flowerbed.strategies.geometric_median:GeometricMedian",
+    "centered-clipping": "flowerbed.strategies.centered_clipping:CenteredClipping",
+    "flag": "flowerbed.strategies.flag:FlagAggregator",
+    "monna": "flowerbed.strategies.monna:MoNNA",
+    "clipped-gossip": "flowerbed.strategies.clipped_gossip:ClippedGossip",
+    "sybilwall": "flowerbed.strategies.sybilwall:SybilWall",
 }
 
 

@@ -19,13 +19,13 @@ NO_GPU = not torch.cuda.is_available()
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CPU", ""])
 def test_bad_device_names_the_key(bad: str) -> None:
-    with pytest.raises(ConfigError, match="device .* must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ConfigError, match=r"device .* must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         parse_run_config(tiny(device=bad))
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the machine without a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error_and_auto_is_the_cpu() -> None:
-    with pytest.raises(ConfigError, match="no CUDA GPU is visible.*client-resources-num-gpus"):
+    with pytest.raises(ConfigError, match=r"no CUDA GPU is visible.*client-resources-num-gpus"):
         parse_run_config(tiny(device="cuda"))
     assert resolve("auto") == torch.device("cpu")
 

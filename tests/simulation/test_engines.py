@@ -59,10 +59,9 @@ def _in_process(name: str, tmp: Path, **extra: Any) -> list[dict[str, Any]]:
 
 
 def _flwr_run(link: LocalSuperLink, name: str, out: Path, supernodes: int,
-              workers: int) -> list[dict[str, Any]]:
+              workers: int, **extra: Any) -> list[dict[str, Any]]:
     overrides = {**TINY, **_extra(name), "strategy": name, "tracking": True,
-                 "output-dir": str(out),
-                 "workers": workers, "run-name": "run"}
+                 "output-dir": str(out), "workers": workers, "run-name": "run", **extra}
     outcome = link.run_app(REPO, overrides, [f"num-supernodes={supernodes}"], timeout=600)
     assert outcome.completed, f"{outcome.status} {outcome.details}\n{outcome.output[-3000:]}"
     lines = (out / "run" / "metrics.jsonl").read_text().splitlines()
@@ -111,3 +110,16 @@ def test_unpacked_flwr_run_equals_in_process(name: str, link: LocalSuperLink,
                                              tmp_path: Path) -> None:
     unpacked = _flwr_run(link, name, tmp_path, supernodes=NUM_CLIENTS, workers=0)
     _assert_same(unpacked, _in_process(name, tmp_path))
+
+
+@pytest.mark.slow
+def test_packed_flwr_run_equals_in_process_under_attack(link: LocalSuperLink,
+                                                        tmp_path: Path) -> None:
+    """Sybils: label flipping on the workers (a directive through the packed messages) and
+    crafted updates in the grid, alike on both paths."""
+    attack = {"attack": "sybil", "byzantine-count": 2, "fraction-train": 1.0}
+    packed = _flwr_run(link, "fedavg", tmp_path, supernodes=2, workers=2, **attack)
+    local = _in_process("fedavg", tmp_path, **attack)
+    _assert_same(packed, local)
+    assert [r.get("malicious_updates") for r in packed] == [
+        r.get("malicious_updates") for r in local] == [0, 2, 2]

@@ -2,7 +2,7 @@
 
 An experiment file is a sweep file (see :mod:`flowerbed.tools.sweep`) whose report goes
 into ``experiments/results/<name>/``, or names a dedicated runner with ``runner = "..."``
-(network-costs). Run folders go to ``outputs/experiments/<name>/`` (not committed).
+(network-costs, robustness). Run folders go to ``outputs/experiments/<name>/`` (not committed).
 """
 
 from __future__ import annotations
@@ -45,9 +45,14 @@ def run_named_experiment(name: str, experiments_dir: Path = Path("experiments"))
 
         return run_network_costs({**raw, "name": exp_name}, results_dir,
                                  (output / "runs").resolve())
+    if runner == "robustness":
+        from flowerbed.tools.experiments.robustness import run_robustness
+
+        return run_robustness({**raw, "name": exp_name}, exp_name, experiments_dir, output,
+                              results_dir)
     if runner != "sweep":
-        raise SweepError(f"experiment {exp_name}: runner = {runner!r}; must be 'sweep' or "
-                         "'network-costs'")
+        raise SweepError(f"experiment {exp_name}: runner = {runner!r}; must be 'sweep', "
+                         "'network-costs' or 'robustness'")
     sweep = sweep_from_dict({**raw, "name": exp_name}, exp_name, experiments_dir, output)
     run_sweep(sweep)
     return write_report(sweep.folder, results_dir)

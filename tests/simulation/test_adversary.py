@@ -1,0 +1,271 @@
+"""The threat model: the malicious set, each attack's crafted update on hand-computed
+cases, the grid applying it (strategies see only the crafted replies), label flipping on
+the worker, the config checks, and the per-round metrics of a whole run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from flowerbed.clients import worker
+from flowerbed.clients.injected import FAIL, FLIP_LABELS, flipped_labels
+from flowerbed.clients.training import evaluate
+from flowerbed.core.arrays import from_record, to_record
+from flowerbed.core.errors import ConfigError
+from flowerbed.core.records import first
+from flowerbed.core.wire import INJECT_KEY, directive, error_reply, with_directive
+from flowerbed.run.config import parse_run_config
+from flowerbed.run.runner import ensure_task_identity, run_experiment
+from flowerbed.simulation.adversary import Adversary, Reply, alie_z, malicious_set
+from flowerbed.simulation.faults import FaultPlan
+from flowerbed.simulation.ledger import Ledger
+from flowerbed.simulation.participation import Participation
+from flowerbed.simulation.virtual_grid import VirtualGrid
+from tests.conftest import tiny
+from tests.run.test_checkpoint import Crash, config, metrics
+
+torch.set_num_threads(1)
+
+# three honest updates and one malicious node's own, all sent the zero model
+HONEST = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [2.0, 2.0, 2.0]])
+OWN = np.array([1.0, 1.0, 1.0])
+ZERO = {"w": np.zeros(3)}
+
+
+def replies(sent=ZERO):
+    out = [Reply(i, sent, {"w": sent["w"] + h}) for i, h in enumerate(HONEST)]
+    return [*out, Reply(3, sent, {"w": sent["w"] + OWN})]
+
+
+def adversary(attack: str, **kw) -> Adversary:
+    adv = Adversary(0, 4, attack, count=1, **kw)
+    adv._set = frozenset({3})  # node 3 is the attacker in the hand-computed cases
+    return adv
+
+
+def test_malicious_set_is_seeded_fixed_and_sized():
+    a = malicious_set(5, 100, 20)
+    assert len(a) == 20 and len(set(a.tolist())) == 20 and list(a) == sorted(a)
+    assert np.array_equal(a, malicious_set(5, 100, 20))
+    assert not np.array_equal(a, malicious_set(6, 100, 20))
+    adv = Adversary.from_config(parse_run_config(tiny(attack="ipm", byzantine_fraction=0.3)))
+    assert len(adv.malicious) == 3 and adv.active
+    assert not Adversary(0, 10).active  # attack 'none'
+
+
+def test_alie_z_follows_baruch():
+    # n = 10, f = 2: s = floor(10/2 + 1) - 2 = 4, z = Phi^-1(6/10)
+    assert alie_z(10, 2) == pytest.approx(0.2533471, abs=1e-6)
+    # n = 50, f = 12: s = 26 - 12 = 14, z = Phi^-1(36/50)
+    assert alie_z(50, 12) == pytest.approx(0.5828415, abs=1e-6)
+
+
+@pytest.mark.parametrize(("attack", "kw", "expected"), [
+    # mu = (2, 2, 2), sample std = (1, 0, 1): mu - 1.5 sigma
+    ("alie", {"z": 1.5}, [0.5, 2.0, 0.5]),
+    ("ipm", {"ipm_epsilon": 0.5}, [-1.0, -1.0, -1.0]),  # -eps mu
+    ("sign-flip", {"sign_flip_scale": 2.0}, [-2.0, -2.0, -2.0]),  # -s * own
+    ("scale", {"attack_scale": 3.0}, [3.0, 3.0, 3.0]),  # lambda * own
+])
+def test_crafted_update_hand_computed(attack, kw, expected):
+    crafted = adversary(attack, **kw).craft(1, replies())
+    assert set(crafted) == {3}
+    np.testing.assert_allclose(crafted[3]["w"], expected)
+    # the update is relative to what the node was sent
+    sent = {"w": np.array([10.0, 20.0, 30.0])}
+    moved = adversary(attack, **kw).craft(1, replies(sent))
+    np.testing.assert_allclose(moved[3]["w"], sent["w"] + np.array(expected))
+
+
+def test_alie_default_z_uses_the_rounds_n_and_f():
+    crafted = adversary("alie").craft(1, replies())  # n = 4, f = 1: s = 2, z = Phi^-1(1/2)
+    np.testing.assert_allclose(crafted[3]["w"], [2.0, 2.0, 2.0], atol=1e-12)
+
+
+def test_gaussian_and_sybil():
+    big = {"w": np.zeros(4000)}
+    rs = [Reply(0, big, {"w": np.ones(4000)}), Reply(1, big, {"w": np.full(4000, 3.0)}),
+          Reply(2, big, {"w": np.full(4000, 2.0)})]
+    g = Adversary(0, 3, "gaussian", count=1, noise_std=2.0)
+    g._set = frozenset({0, 1})
+    out = g.craft(4, rs)
+    assert set(out) == {0, 1}
+    assert out[0]["w"].std() == pytest.approx(2.0, rel=0.05)
+    assert abs(out[0]["w"].mean()) < 0.2
+    np.testing.assert_array_equal(out[0]["w"], g.craft(4, rs)[0]["w"])  # seeded per round
+    s = Adversary(0, 3, "sybil", count=1, sybil_noise=0.01)
+    s._set = frozenset({0, 1})
+    out = s.craft(1, rs)
+    # both identities send the mean of their own updates (2.0), perturbed by 1% of its rms
+    for v in (0, 1):
+        assert abs(out[v]["w"].mean() - 2.0) < 0.01
+        assert out[v]["w"].std() == pytest.approx(0.02, rel=0.1)
+    assert not np.array_equal(out[0]["w"], out[1]["w"])
+    assert s.directive(0) == FLIP_LABELS and s.directive(2) is None
+
+
+def test_label_flip_crafts_nothing_but_poisons_data():
+    adv = adversary("label-flip")
+    assert adv.craft(1, replies()) == {}
+    assert adv.directive(3) == FLIP_LABELS and adv.directive(0) is None
+    np.testing.assert_array_equal(flipped_labels(np.array([0, 3, 9]), 10), [9, 6, 0])
+    # targeted: only class 1 becomes 7
+    np.testing.assert_array_equal(flipped_labels(np.array([1, 3, 1, 7]), 10, "1:7"),
+                                  [7, 3, 7, 7])
+
+
+def test_the_worker_trains_a_label_flipper_on_flipped_labels():
+    cfg = parse_run_config(tiny(num_clients=4, vmap=False))  # data.y is read directly
+    data = worker.load_federation(cfg)
+    model = worker.skeleton(cfg, data)
+    state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    content = RecordDict({"arrays": to_record(state),
+                          "config": ConfigRecord({"server-round": 1})})
+    flipped = worker.handle("train", [(1, with_directive(content, FLIP_LABELS))], cfg)[0][1]
+    plain = worker.handle("train", [(1, content)], cfg)[0][1]
+    a, b = from_record(first(flipped, ArrayRecord)), from_record(first(plain, ArrayRecord))
+    assert any(not np.allclose(a[k], b[k]) for k in a)
+    # the same as training the client on labels C - 1 - y
+    orig = data.y[1].copy()
+    try:
+        data.y[1] = flipped_labels(orig, data.num_classes)
+        relabelled = worker.handle("train", [(1, content)], cfg)[0][1]
+    finally:
+        data.y[1] = orig
+    c = from_record(first(relabelled, ArrayRecord))
+    for k in a:
+        np.testing.assert_allclose(a[k], c[k], rtol=1e-5, atol=1e-6)
+
+
+class Echo:
+    """A transport whose clients 'train' by adding 1 to every weight; records deliveries."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, RecordDict]] = []
+
+    def run(self, kind, items, timeout):
+        self.seen.extend(items)
+        out = []
+        for _, content in items:
+            if directive(content) == FAIL:
+                out.append(error_reply("InjectedFailure: injected client failure"))
+                continue
+            w = from_record(first(content, ArrayRecord))
+            out.append(RecordDict({"arrays": to_record({k: v + 1 for k, v in w.items()}),
+                                   "metrics": MetricRecord({"num-examples": 1.0})}))
+        return out
+
+
+def grid_round(adv: Adversary, n: int = 6, faults: FaultPlan | None = None):
+    ensure_task_identity()
+    transport = Echo()
+    grid = VirtualGrid(transport, n, Ledger(), Participation(n, 0), adversary=adv,
+                       faults=faults)
+    grid.begin_round(1)
+    content = RecordDict({"arrays": to_record({"w": np.zeros(2, np.float32)}),
+                          "config": ConfigRecord({"server-round": 1})})
+    msgs = [Message(content=content, dst_node_id=i, message_type=MessageType.TRAIN,
+                    group_id="1") for i in range(n)]
+    got = {m.metadata.src_node_id: m for m in grid.send_and_receive(msgs)}
+    return grid, transport, got
+
+
+def test_grid_replaces_only_the_malicious_replies():
+    adv = Adversary(3, 6, "sign-flip", count=2)
+    bad = set(adv.malicious.tolist())
+    grid, transport, got = grid_round(adv)
+    for node, reply in got.items():
+        w = from_record(first(reply.content, ArrayRecord))["w"]
+        np.testing.assert_allclose(w, -1.0 if node in bad else 1.0)
+        assert w.dtype == np.float32
+    assert grid.round_stats(1).malicious == 2
+    assert all(INJECT_KEY not in c for _, c in transport.seen)  # no data poisoning here
+
+
+def test_grid_tells_label_flippers_and_skips_faulty_malicious_replies():
+    adv = Adversary(3, 6, "label-flip", count=2)
+    _, transport, _ = grid_round(adv)
+    told = {vid for vid, c in transport.seen if directive(c) == FLIP_LABELS}
+    assert told == set(adv.malicious.tolist())
+    # every client fails: nothing is crafted or counted as a malicious update
+    grid, _, got = grid_round(Adversary(3, 6, "ipm", count=2), faults=FaultPlan(0, failure=0.999))
+    assert all(m.has_error() for m in got.values())
+    assert grid.round_stats(1).malicious == 0
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="attack"):
+        parse_run_config(tiny(attack="alie"))
+    with pytest.raises(ConfigError, match="byzantine-count"):
+        parse_run_config(tiny(attack="alie", byzantine_count=10))
+    with pytest.raises(ConfigError, match="not both"):
+        parse_run_config(tiny(attack="alie", byzantine_count=1, byzantine_fraction=0.1))
+    with pytest.raises(ConfigError, match="attack"):
+        parse_run_config(tiny(attack="mimic", byzantine_count=1))
+    with pytest.raises(ConfigError, match="byzantine-fraction"):
+        parse_run_config(tiny(attack="alie", byzantine_fraction=1.0))
+    for bad in ("1", "1:1", "a:b", "1:7:2"):
+        with pytest.raises(ConfigError, match="label-flip-classes"):
+            parse_run_config(tiny(attack="label-flip", byzantine_count=1,
+                                  label_flip_classes=bad))
+    with pytest.raises(ConfigError, match="only attack"):
+        parse_run_config(tiny(attack="alie", byzantine_count=1, label_flip_classes="1:7"))
+    cfg = parse_run_config(tiny(attack="sybil", sybil_identities=4))
+    assert len(Adversary.from_config(cfg).malicious) == 4
+
+
+def test_runs_report_malicious_updates_and_honest_accuracy():
+    res = run_experiment(parse_run_config(tiny(attack="sign-flip", byzantine_count=3,
+                                               num_server_rounds=2)))
+    for r in res.records[1:]:
+        assert r["malicious_updates"] == 3  # all 10 clients train every round
+        assert r["honest_accuracy"] == r["test_accuracy"]
+    assert res.summary["totals"]["malicious_updates"] == 6
+    dec_cfg = parse_run_config(tiny(strategy="dsgd", attack="gaussian", attack_noise_std=50.0,
+                                    byzantine_count=2, num_server_rounds=1, final_merge=False))
+    dec = run_experiment(dec_cfg)
+    last = dec.records[-1]
+    assert last["malicious_updates"] == 2
+    assert 0.0 <= last["honest_accuracy"] <= 1.0
+    # the crafted models reached the malicious nodes' rows (and their ring neighbours')
+    norms = np.linalg.norm(dec.strategy.x, axis=1)
+    bad = Adversary.from_config(dec_cfg).malicious
+    assert norms[bad].min() > 100 * norms.min()
+    clean = run_experiment(parse_run_config(tiny(num_server_rounds=1)))
+    assert "malicious_updates" not in clean.records[-1]
+
+
+def test_targeted_label_flip_reports_its_success():
+    cfg = tiny(attack="label-flip", label_flip_classes="1:7", byzantine_count=4,
+               num_server_rounds=3, lr=0.3)
+    res = run_experiment(parse_run_config(cfg))
+    rec = res.records[-1]
+    assert 0.0 <= rec["attack_success"] <= 1.0
+    # by definition: the global model's share of class-1 test digits labelled 7
+    data = worker.load_federation(parse_run_config(cfg))
+    model = worker.skeleton(parse_run_config(cfg), data)
+    ones = data.test_y == 1
+    expected = evaluate(model, res.final_state, data.test_x[ones],
+                        np.full(int(ones.sum()), 7))["accuracy"]
+    assert rec["attack_success"] == pytest.approx(expected)
+    assert "attack_success" not in run_experiment(parse_run_config(
+        tiny(attack="label-flip", byzantine_count=4, num_server_rounds=1))).records[-1]
+
+
+@pytest.mark.parametrize("strategy", ["centered-clipping", "monna"])
+def test_an_attacked_run_resumes_exactly(tmp_path, strategy):
+    """The malicious set and every attack's draws are seeded per (run, round), and the
+    defences' own state (centered clipping's centre, MoNNA's momenta) is declared."""
+    over = {"strategy": strategy, "num-server-rounds": 6, "attack": "sybil",
+            "byzantine-count": 4, "final-merge": False}
+    ref = run_experiment(parse_run_config(config(tmp_path, "ref", **over)))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_run_config(config(tmp_path, "crash", **over)),
+                       extra_trackers=[Crash(after=3)])
+    run_dir = tmp_path / "crash"
+    run_experiment(parse_run_config(config(tmp_path, "crash", **over,
+                                           **{"resume-from": str(run_dir)})))
+    assert metrics(run_dir) == metrics(ref.run_dir)
+    assert sum(r.get("malicious_updates", 0) for r in metrics(run_dir)) > 0
