@@ -34,6 +34,8 @@ class Stream(enum.IntEnum):
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
     AVAILABILITY = 8887  # the clients' availability processes (on-off stretches, phases)
     ASYNC_SAMPLING = 1299709  # which idle clients an asynchronous strategy starts
+    ZO_DIRECTION = 4093  # a zeroth-order step's shared random direction z (client, step)
+    ANCHOR_ROLES = 6841  # FedAMD: which sampled clients are anchors this round
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

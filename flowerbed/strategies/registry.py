@@ -18,6 +18,8 @@ STRATEGIES: dict[str, str] = {
     "fedavg-known": "flowerbed.strategies.fedavg_known:FedAvgKnown",
     "scaffold": "flowerbed.strategies.scaffold:Scaffold",
     "fedsam": "flowerbed.strategies.fedsam:FedSAM",
+    "fedspeed": "flowerbed.strategies.fedspeed:FedSpeed",
+    "zo-sgd": "flowerbed.strategies.zo_sgd:ZOSGD",
     "paris": "flowerbed.strategies.paris:Paris",
     "dsgd": "flowerbed.strategies.dsgd:DSGD",
     "dfedsam": "flowerbed.strategies.dfedsam:DFedSAM",
