@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowerbed.clients.rules.base import ClientRule
+from flowerbed.clients.rules.fedamd import AnchorClient, MinerClient
 from flowerbed.clients.rules.fedspeed import FedSpeedClient
 from flowerbed.clients.rules.sam import SAMClient
 from flowerbed.clients.rules.scaffold import ScaffoldClient
@@ -23,7 +24,8 @@ from flowerbed.core.wire import INPUTS_KEY, OUTPUTS_KEY, RULE_KEY
 
 BUILT_IN: dict[str, type[ClientRule]] = {r.name: r for r in (LocalSGD, ScaffoldClient,
                                                              SAMClient, FedSpeedClient,
-                                                             ZerothOrderClient)}
+                                                             ZerothOrderClient,
+                                                             AnchorClient, MinerClient)}
 
 
 @functools.lru_cache(maxsize=32)
