@@ -90,6 +90,29 @@ def _grad_fn(model: nn.Module, vectorised: bool = True) -> object:
     return fn
 
 
+_LOSS_FNS: dict[tuple[int, bool], object] = {}
+
+
+def _loss_fn(model: nn.Module, vectorised: bool = True) -> object:
+    """Per-client masked mini-batch loss (no gradient) for a stack of clients: what a rule
+    with ``wants_loss_at`` evaluates; vmapped, or client by client (``vectorised=False``)."""
+    fn = _LOSS_FNS.get((id(model), vectorised))
+    if fn is None:
+        def f(w: Tensors, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor
+              ) -> torch.Tensor:
+            return loss_fn(model, w, xb, yb, mask)
+
+        if vectorised:
+            fn = vmap(f)
+        else:
+            def fn(w: Tensors, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor
+                   ) -> torch.Tensor:
+                return torch.stack([f({k: v[c] for k, v in w.items()}, xb[c], yb[c], mask[c])
+                                    for c in range(len(xb))])
+        _LOSS_FNS[(id(model), vectorised)] = fn
+    return fn
+
+
 @dataclass
 class ClientJob:
     """One client's work: its start state, its data (row indices into the flat arrays), and
@@ -102,6 +125,7 @@ class ClientJob:
     rule: ClientRule | None = None  # None: the default local SGD
     inputs: State | None = None
     client_state: State | None = None
+    vid: int = -1  # the virtual client's id (rules with wants_loss_at see it)
 
 
 @dataclass
@@ -211,6 +235,8 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
     opt = rule.begin(w, inputs, kept, params)
     loss_sum = torch.zeros(c, dtype=torch.float64, device=dev)
     grad_fn = _grad_fn(model, vectorised)
+    loss_fn_ = _loss_fn(model, vectorised) if rule.wants_loss_at else None
+    ids = torch.tensor([job.vid for job in sorted_jobs], dtype=torch.int64)
     b_max = max((len(p[0]) for p in plans if p), default=1)
     idx, mask = _batch_indices([plans[i] for i in order], [job.rows for job in sorted_jobs],
                                b_max)
@@ -231,20 +257,37 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
         w_a = {k: v[:a] for k, v in w.items()}
         opt_a = {k: v[:a] for k, v in opt.items()}
         with torch.no_grad():
-            new_w, new_opt = rule.step(w_a, grad_at, opt_a, params, s)
+            if rule.wants_loss_at:  # zeroth-order rules: forward passes, client ids
+                seen: list[torch.Tensor] = []
+
+                def loss_at(v: Tensors, xb: torch.Tensor = xb, yb: torch.Tensor = yb,
+                            mb: torch.Tensor = mb, seen: list[torch.Tensor] = seen
+                            ) -> torch.Tensor:
+                    loss = loss_fn_(v, xb, yb, mb)  # type: ignore[operator]
+                    seen.append(loss.detach())
+                    return loss
+
+                new_w, new_opt = rule.step(w_a, grad_at, opt_a, params, s, loss_at=loss_at,
+                                           clients=ids[:a])
+                if not first_loss and seen:
+                    first_loss.append(torch.stack(seen).mean(0))
+            else:
+                new_w, new_opt = rule.step(w_a, grad_at, opt_a, params, s)
             for k in names:
                 w[k][:a] = new_w[k]
             _write(opt, new_opt, a, c)
-        loss_sum[:a] += first_loss[0].double()
+        if first_loss:
+            loss_sum[:a] += first_loss[0].double()
     with torch.no_grad():
         done = rule.finish(w, opt, inputs, kept,
                            torch.from_numpy(steps[order]).float().to(dev), params)
-    return _results(jobs, order, steps, loss_sum, done, names, custom=jobs[0].rule is not None)
+    return _results(jobs, order, steps, loss_sum, done, names, custom=jobs[0].rule is not None,
+                    sends_model=rule.sends_model)
 
 
 def _results(jobs: Sequence[ClientJob], order: np.ndarray, steps: np.ndarray,
-             loss_sum: torch.Tensor, done: RuleResult, names: Sequence[str], custom: bool
-             ) -> list[TrainResult]:
+             loss_sum: torch.Tensor, done: RuleResult, names: Sequence[str], custom: bool,
+             sends_model: bool = True) -> list[TrainResult]:
     """Per-job results, back in the jobs' order, from the stacked (sorted) tensors."""
     model_np = {k: v.cpu().numpy() for k, v in done.model.items()}
     outputs_np = {k: v.cpu().numpy() for k, v in done.outputs.items()}
@@ -254,8 +297,9 @@ def _results(jobs: Sequence[ClientJob], order: np.ndarray, steps: np.ndarray,
     results: list[TrainResult | None] = [None] * len(jobs)
     for pos, i in enumerate(order):
         job = jobs[i]
-        state = {k: np.asarray(v) for k, v in job.state.items()}
-        state.update({k: model_np[k][pos] for k in names})
+        state = {k: np.asarray(v) for k, v in job.state.items()} if sends_model else {}
+        if sends_model:
+            state.update({k: model_np[k][pos] for k in names})
         n_steps = int(steps[i])
         metrics = {"train_loss": float(loss_sum[pos]) / n_steps if n_steps else 0.0,
                    "num-examples": float(len(job.rows)), "num-steps": float(n_steps)}
@@ -335,7 +379,7 @@ def make_job(vid: int, content: RecordDict, cfg: Config, offsets: np.ndarray,
         decoded[id(arrays)] = from_record(arrays)
     rows = np.arange(offsets[vid], offsets[vid + 1], dtype=np.int64)
     return ClientJob(decoded[id(arrays)], rows, params, client_rng(cfg.seed, server_round, vid),
-                     rule, inputs, kept)
+                     rule, inputs, kept, vid)
 
 
 def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,

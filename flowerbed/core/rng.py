@@ -36,6 +36,8 @@ class Stream(enum.IntEnum):
     ASYNC_SAMPLING = 1299709  # which idle clients an asynchronous strategy starts
     ADVERSARY = 104723  # who is malicious, and the attacks' random draws
     ROBUST_AGGREGATION = 7727  # random starts of robust aggregators (the Flag Aggregator's)
+    ZO_DIRECTION = 4093  # a zeroth-order step's shared random direction z (client, step)
+    ANCHOR_ROLES = 6841  # FedAMD: which sampled clients are anchors this round
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

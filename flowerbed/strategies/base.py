@@ -194,6 +194,10 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
 
     # --- the clients' side (flowerbed.clients.rules): which rule they run, with what
     client_rule: ClassVar[str] = "sgd"  # a built-in rule's name or 'pkg.module:Class'
+    # True: a training reply may carry no model (an empty "arrays" record, from a rule with
+    # sends_model = False: zeroth-order scalars, FedAMD's anchor gradients); its update's
+    # state is then {} and only its "rule-outputs" are checked
+    replies_without_model: ClassVar[bool] = False
 
     def rule_config(self, server_round: int) -> dict[str, Any]:
         """The client rule's hyperparameters, sent in every train config."""
@@ -245,7 +249,9 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
             state = from_record(arrays, copy=False)
             extra = msg.content.get(OUTPUTS_KEY)
             outputs = from_record(extra, copy=False) if isinstance(extra, ArrayRecord) else None
-            if check_reply_arrays(ref, state, exact=True) is not None or (
+            model_ok = (not state and self.replies_without_model) or check_reply_arrays(
+                ref, state, exact=True) is None
+            if not model_ok or (
                     outputs is not None and check_reply_arrays(ref, outputs) is not None):
                 rejected += 1
                 continue

@@ -83,16 +83,17 @@ def _jobs(rule_name: str, sizes: list[int], seed: int = 0) -> tuple[Any, ...]:
     off = np.concatenate([[0], np.cumsum(sizes)])
     base = module_state(model)
     inputs = {k: (0.01 * rng.normal(size=v.shape)).astype(np.float32) for k, v in base.items()}
-    rule = rule_class(rule_name)({"sam-rho": 0.1})
+    rule = rule_class(rule_name)({"sam-rho": 0.1, "zo-seed": 7, "server-round": 2})
+    like = {k: torch.from_numpy(v[None]) for k, v in base.items()}
+    kept = {k: (0.01 * np.random.default_rng(3).normal(size=v.shape[1:])).astype(np.float32)
+            for k, v in rule.initial_state(like).items()}  # whatever the rule keeps
 
     def make() -> list[ClientJob]:
-        kept = {C_I + k: (0.01 * np.random.default_rng(3).normal(size=v.shape)).astype(
-            np.float32) for k, v in base.items()}
         return [ClientJob(base, np.arange(off[i], off[i + 1]),
                           TrainParams(lr=0.2, local_epochs=2, batch_size=4, momentum=0.0
                                       if rule_name == "scaffold" else 0.9, weight_decay=1e-3),
                           client_rng(5, 2, i), rule, inputs,
-                          kept if rule.stateful and i % 2 else None)
+                          kept if rule.stateful and i % 2 else None, vid=i)
                 for i in range(len(sizes))]
     return model, x, y, make
 
@@ -100,7 +101,10 @@ def _jobs(rule_name: str, sizes: list[int], seed: int = 0) -> tuple[Any, ...]:
 @pytest.mark.parametrize("rule_name", sorted(BUILT_IN))
 def test_every_rule_equals_batched_and_sequential(rule_name: str) -> None:
     """Unequal client sizes (different step counts, padded last batches), clients with and
-    without kept state: vmap and the client-by-client fallback agree to 1e-5."""
+    without kept state: vmap and the client-by-client fallback agree to 1e-5 (zeroth-order
+    scalars (f(y + eps z) - f(y - eps z)) / (2 eps) to 1e-4: the float32 rounding of two
+    losses is divided by 2 eps = 2e-3)."""
+    tol = 1e-4 if rule_name == "zo-sgd" else 1e-5
     model, x, y, make = _jobs(rule_name, [9, 4, 13, 1, 7])
     fast = train_batched(model, make(), x, y, vectorised=True)
     slow = train_batched(model, make(), x, y, vectorised=False)
@@ -111,16 +115,19 @@ def test_every_rule_equals_batched_and_sequential(rule_name: str) -> None:
             a, b = getattr(f, part) or {}, getattr(s, part) or {}
             assert a.keys() == b.keys()
             for k in a:
-                np.testing.assert_allclose(a[k], b[k], atol=1e-5, rtol=1e-5)
+                np.testing.assert_allclose(a[k], b[k], atol=tol, rtol=tol)
         assert f.metrics == pytest.approx(s.metrics, abs=1e-5)
-    assert not np.allclose(fast[0].state["1.weight"], make()[0].state["1.weight"])
+    if rule_class(rule_name).sends_model:  # the clients really trained
+        assert not np.allclose(fast[0].state["1.weight"], make()[0].state["1.weight"])
+    else:  # e.g. FedAMD's anchors: their outputs carry the work
+        assert fast[0].outputs
 
 
 def test_the_default_rule_is_the_fast_path_and_unknown_rules_are_clear() -> None:
     assert rule_for({}) is None and rule_for({"client-rule": "sgd"}) is None
     assert isinstance(rule_for({"client-rule": "scaffold"}), ScaffoldClient)
-    with pytest.raises(ConfigError, match="unknown client rule: built-in rules are sam, "
-                                          "scaffold, sgd"):
+    with pytest.raises(ConfigError, match="unknown client rule: built-in rules are "
+                                          + ", ".join(sorted(BUILT_IN))):
         rule_for({"client-rule": "adam"})
     with pytest.raises(ConfigError,
                        match=re.escape("must be a subclass of flowerbed.clients.rules")):

@@ -35,8 +35,8 @@ TINY: dict[str, Any] = {
     "fraction-train": 0.5, "k-active": 2, "eval-nodes": 3, "trainers": 3, "aggregators": 2,
     "experts": 2, "router-epochs": 2, "degree": 2, "progress": False, "wandb": False,
 }
-# what a strategy refuses in TINY (scaffold: local momentum)
-REFUSED: dict[str, dict[str, Any]] = {"scaffold": {"momentum": 0.0}}
+# what a strategy refuses in TINY (scaffold, zo-sgd: local momentum)
+REFUSED: dict[str, dict[str, Any]] = {"scaffold": {"momentum": 0.0}, "zo-sgd": {"momentum": 0.0}}
 COMPARED = ("test_accuracy", "test_loss", "train_loss")
 # One SuperNode per client costs ~30-40 s of Flower/Ray start-up per run on 2 cores; to
 # stay in the CI budget it runs for one strategy of each kind (shared global model,

@@ -12,15 +12,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowerbed.clients.rules.base import ClientRule
+from flowerbed.clients.rules.fedamd import AnchorClient, MinerClient
+from flowerbed.clients.rules.fedspeed import FedSpeedClient
 from flowerbed.clients.rules.sam import SAMClient
 from flowerbed.clients.rules.scaffold import ScaffoldClient
 from flowerbed.clients.rules.sgd import LocalSGD
+from flowerbed.clients.rules.zeroth_order import ZerothOrderClient
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.imports import is_import_path, load_object
 from flowerbed.core.wire import INPUTS_KEY, OUTPUTS_KEY, RULE_KEY
 
 BUILT_IN: dict[str, type[ClientRule]] = {r.name: r for r in (LocalSGD, ScaffoldClient,
-                                                             SAMClient)}
+                                                             SAMClient, FedSpeedClient,
+                                                             ZerothOrderClient,
+                                                             AnchorClient, MinerClient)}
 
 
 @functools.lru_cache(maxsize=32)

@@ -24,6 +24,18 @@ The worker calls, for each group of clients trained together:
    (``"rule-outputs"``, e.g. SCAFFOLD's control-variate change), the per-client state it
    keeps (``state``), and per-client scalar metrics.
 
+Two opt-in extensions (class flags; rules that leave them alone are called as above):
+
+- ``wants_loss_at = True`` (zeroth-order rules): ``step`` is also given, as keywords,
+  ``loss_at`` (``loss_at(v)`` is the current mini-batch loss of every active client at
+  ``v``, shape ``(a,)``, a forward pass only) and ``clients`` (the active clients' ids,
+  shape ``(a,)``, int64: what a rule needs to seed per-client randomness that the server
+  can regenerate). A step that never calls ``grad_at`` reports as its training loss the
+  mean of the losses ``loss_at`` returned (for SPSA's two points, f(x) + O(eps^2)).
+- ``sends_model = False``: the reply's ``"arrays"`` record is empty; the client sends only
+  its ``outputs`` (zeroth-order scalars, a gradient). The strategy must expect that (see
+  ``CentralizedStrategy.replies_without_model``).
+
 Per-client state is real client state: the platform keeps it between rounds wherever the
 client is hosted (it survives checkpoint/resume and re-sharding) and never counts it as
 traffic. What the client *sends* (``arrays`` and ``"rule-outputs"``) is what the ledger
@@ -48,6 +60,7 @@ if TYPE_CHECKING:
 
 Tensors = dict[str, torch.Tensor]
 GradAt = Callable[[Tensors], Tensors]
+LossAt = Callable[[Tensors], torch.Tensor]  # per-client mini-batch loss at a point, (a,)
 
 
 @dataclass
@@ -78,6 +91,10 @@ class ClientRule:
     name: ClassVar[str] = ""
     # True: the rule keeps per-client state; the platform stores it between rounds
     stateful: ClassVar[bool] = False
+    # True: step() also gets loss_at= and clients= (see the module docstring)
+    wants_loss_at: ClassVar[bool] = False
+    # False: the reply's "arrays" is empty, the client sends its outputs only
+    sends_model: ClassVar[bool] = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """``config``: the message's train config (a rule reads its hyperparameters here)."""
@@ -100,4 +117,5 @@ class ClientRule:
         return RuleResult(model=w)
 
 
-__all__ = ["ClientRule", "GradAt", "RuleResult", "Tensors", "per_client", "per_client_norm"]
+__all__ = ["ClientRule", "GradAt", "LossAt", "RuleResult", "Tensors", "per_client",
+           "per_client_norm"]
