@@ -34,6 +34,7 @@ class Stream(enum.IntEnum):
     DEVICES = 6173  # the clients' device profiles (speeds, bandwidths) of virtual time
     AVAILABILITY = 8887  # the clients' availability processes (on-off stretches, phases)
     ASYNC_SAMPLING = 1299709  # which idle clients an asynchronous strategy starts
+    CODEC = 4391  # a codec's random draws (random-k's indices, QSGD's rounding) per client
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

@@ -25,6 +25,7 @@ from typing import Any
 from flowerbed.clients import keys as client_keys
 from flowerbed.clients.data import check_data_config
 from flowerbed.clients.models import check_model_name
+from flowerbed.core import codecs
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import (
     Config,
@@ -97,7 +98,7 @@ def _collect(groups: Iterable[Iterable[Key]]) -> tuple[Key, ...]:
 KEYS: tuple[Key, ...] = _collect([
     RUN_KEYS, client_keys.DATA_KEYS, client_keys.MODEL_KEYS, client_keys.TRAINING_KEYS,
     *(keys_of(cls.Params) for cls in builtin_classes()), dp.KEYS,
-    simulation_keys.KEYS, OUTPUT_KEYS,
+    simulation_keys.KEYS, codecs.KEYS, OUTPUT_KEYS,
 ])
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 
@@ -191,6 +192,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     check_model_name(cfg.model)
     check_data_config(cfg)
     simulation_keys.check_simulation_config(cfg)
+    codecs.Codec.from_config(cfg)  # error-feedback only with a codec that can use it
     cls = strategy_class(name)
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
     if hasattr(cls, "check_run"):

@@ -20,6 +20,7 @@ STRATEGIES: dict[str, str] = {
     "fedsam": "flowerbed.strategies.fedsam:FedSAM",
     "paris": "flowerbed.strategies.paris:Paris",
     "dsgd": "flowerbed.strategies.dsgd:DSGD",
+    "choco": "flowerbed.strategies.choco:ChocoSGD",
     "dfedsam": "flowerbed.strategies.dfedsam:DFedSAM",
     "gossip": "flowerbed.strategies.gossip:Gossip",
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
