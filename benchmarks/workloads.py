@@ -49,6 +49,10 @@ W1: dict[str, Any] = {
 
 W2: dict[str, Any] = {**W1, "strategy": "dsgd", "topology": "ring"}
 
+# client-side algorithms and compression at W1's size (benchmarks/client_side.py)
+W1_SCAFFOLD: dict[str, Any] = {**W1, "strategy": "scaffold"}
+W1_TOPK: dict[str, Any] = {**W1, "codec": "topk", "codec-ratio": 0.1, "error-feedback": True}
+
 W3_1K: dict[str, Any] = {**W1, "strategy": "teleportation", "k-active": 32,
                          "topology": "ring", "synthetic-iid-size": True}
 W3_10K: dict[str, Any] = {**W3_1K, "num-clients": 10000}
@@ -69,7 +73,8 @@ def _pyproject_defaults() -> dict[str, Any]:
 START: dict[str, Any] = {**_pyproject_defaults(), "eval-every": 1}
 
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "W0": W0, "W1": W1, "W2": W2, "W3-n1000": W3_1K, "W3-n10000": W3_10K, "M10k": M10K,
+    "W0": W0, "W1": W1, "W1-scaffold": W1_SCAFFOLD, "W1-topk": W1_TOPK, "W2": W2,
+    "W3-n1000": W3_1K, "W3-n10000": W3_10K, "M10k": M10K,
     "START": START,
 }
 

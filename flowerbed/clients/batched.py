@@ -35,6 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 from torch.func import grad_and_value, vmap
 
+from flowerbed.clients.compression import without_codec_state
 from flowerbed.clients.data import FederatedData, flat_tensor
 from flowerbed.clients.device import resolve
 from flowerbed.clients.rules import INPUTS_KEY, rule_for
@@ -375,6 +376,7 @@ def make_job(vid: int, content: RecordDict, cfg: Config, offsets: np.ndarray,
             inputs = decoded[id(sent)]
         kept_record = client_state_of(content)
         kept = from_record(kept_record) if kept_record is not None else None
+        kept = without_codec_state(kept)  # the codec's residual is not the rule's
     if id(arrays) not in decoded:
         decoded[id(arrays)] = from_record(arrays)
     rows = np.arange(offsets[vid], offsets[vid + 1], dtype=np.int64)

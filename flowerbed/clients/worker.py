@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
 from flowerbed.clients import batched
+from flowerbed.clients.compression import compress_reply
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.device import resolve
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
@@ -155,6 +156,8 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                     result.state = corrupt_state(result.state, cfg.seed,
                                                  *round_and_attempt(content), vid)
                 reply = train_reply(result)
+                # the update compressed when the platform asks (flowerbed.core.codecs)
+                reply = compress_reply(reply, decoded[id(arrays)], content, cfg, vid)
             else:
                 x, y = data.x[vid], training_labels(data.y[vid], config)
                 m = evaluate(model, decoded[id(arrays)], x, y, device=resolve(cfg.device))

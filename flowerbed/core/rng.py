@@ -38,6 +38,7 @@ class Stream(enum.IntEnum):
     ROBUST_AGGREGATION = 7727  # random starts of robust aggregators (the Flag Aggregator's)
     ZO_DIRECTION = 4093  # a zeroth-order step's shared random direction z (client, step)
     ANCHOR_ROLES = 6841  # FedAMD: which sampled clients are anchors this round
+    CODEC = 4391  # a codec's random draws (random-k's indices, QSGD's rounding) per client
 
 
 def stream(seed: int, salt: Stream, *coordinates: int) -> np.random.Generator:

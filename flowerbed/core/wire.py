@@ -36,6 +36,12 @@ CLIENT_STATE_KEY = "flowerbed.client-state"
 RULE_KEY = "client-rule"
 INPUTS_KEY = "rule-inputs"
 OUTPUTS_KEY = "rule-outputs"
+# update compression (flowerbed.core.codecs): the grid marks a train message whose reply is
+# to be compressed (platform plumbing, attached after the ledger counted the message); the
+# worker then replies with the encoded update under CODEC_PAYLOAD_KEY instead of "arrays",
+# and the grid decodes it before the strategy sees the reply
+CODEC_KEY = "flowerbed.codec"
+CODEC_PAYLOAD_KEY = "flowerbed.codec-payload"
 Item = tuple[int, RecordDict]  # (virtual node id, content)
 Record = ArrayRecord | ConfigRecord | MetricRecord
 
@@ -189,6 +195,14 @@ def with_client_state(content: RecordDict, state: ArrayRecord) -> RecordDict:
     shared)."""
     out = RecordDict(dict(content.items()))
     out[CLIENT_STATE_KEY] = state
+    return out
+
+
+def with_record(content: RecordDict, key: str, record: Record) -> RecordDict:
+    """``content`` plus ``record`` under ``key`` (a new RecordDict: shared payloads stay
+    shared)."""
+    out = RecordDict(dict(content.items()))
+    out[key] = record
     return out
 
 

@@ -26,6 +26,7 @@ from flowerbed.clients import keys as client_keys
 from flowerbed.clients.data import check_data_config
 from flowerbed.clients.device import resolve as resolve_device
 from flowerbed.clients.models import check_model_name
+from flowerbed.core import codecs
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import (
     Config,
@@ -100,7 +101,7 @@ KEYS: tuple[Key, ...] = _collect([
     RUN_KEYS, presets.KEYS, client_keys.DATA_KEYS, client_keys.MODEL_KEYS,
     client_keys.TRAINING_KEYS,
     *(keys_of(cls.Params) for cls in builtin_classes()), dp.KEYS,
-    simulation_keys.KEYS, OUTPUT_KEYS,
+    simulation_keys.KEYS, codecs.KEYS, OUTPUT_KEYS,
 ])
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 
@@ -196,6 +197,10 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     check_data_config(cfg)
     resolve_device(cfg.device)  # 'cuda' where no GPU is visible: a clear error now
     simulation_keys.check_simulation_config(cfg)
+    codecs.Codec.from_config(cfg)  # error-feedback only with a codec that can use it
+    if cfg.codec != "none" and cfg.attack != "none":  # attacks craft decoded models
+        raise ConfigError("codec", cfg.codec, "cannot be combined with an attack yet (the "
+                          "threat model crafts models, the codec sends encoded updates)")
     cls = strategy_class(name)
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
     if hasattr(cls, "check_run"):

@@ -27,6 +27,7 @@ from flowerbed.clients.device import resolve
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import evaluate
 from flowerbed.core.arrays import State, module_state, to_record
+from flowerbed.core.codecs import Codec
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.validation import shapes_of
 from flowerbed.run.checkpoint import Checkpointer, Resume, open_resume, set_rng_states
@@ -216,13 +217,22 @@ def build_grid(cfg: RunConfig, strategy: Any, transport: Transport, ledger: Ledg
     availability = build_availability(cfg, cfg.num_clients)
     if getattr(strategy, "asynchronous", False):
         assert clock is not None  # the run config requires it
-        return EventGrid(transport, cfg.num_clients, ledger, participation, clock=clock,
-                         availability=availability, steps=steps, **kwargs)
+        return with_codec(EventGrid(transport, cfg.num_clients, ledger, participation,
+                                    clock=clock, availability=availability, steps=steps,
+                                    **kwargs), cfg, strategy)
     if cfg.availability != "always":
         participation = AvailableAt(participation, availability)
     vgrid = VirtualGrid(transport, cfg.num_clients, ledger, participation, **kwargs)
     if clock is not None and deadline_enabled(cfg):
         vgrid.deadline = Deadline(clock, cfg.round_deadline_s, cfg.over_selection, steps)
+    return with_codec(vgrid, cfg, strategy)
+
+
+def with_codec(vgrid: VirtualGrid, cfg: RunConfig, strategy: Any) -> VirtualGrid:
+    """The grid compressing training replies with the run's codec, unless the strategy
+    compresses its own messages (CHOCO-SGD: its local training sends nothing)."""
+    if not getattr(strategy, "compresses_itself", False):
+        vgrid.use_codec(Codec.from_config(cfg))
     return vgrid
 
 
@@ -276,7 +286,8 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
                         label_counts=data.label_counts(), client_clusters=data.client_clusters,
                         test_clusters=data.test_clusters,
                         test_data=(data.test_x, data.test_y),
-                        build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed))
+                        build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed),
+                        codec=Codec.from_config(cfg))
     strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
     notes = strategy_notes(strategy)
     clock = Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None

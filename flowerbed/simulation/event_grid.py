@@ -64,6 +64,8 @@ class Job:
 class EventGrid(VirtualGrid):
     """A :class:`VirtualGrid` with an event queue on simulated time (module docstring)."""
 
+    tracks_uplink = True
+
     def __init__(self, *args: object, clock: Clock, availability: Availability,
                  steps: Callable[[int], int], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -152,8 +154,7 @@ class EventGrid(VirtualGrid):
             stats.count(cause, reply.error.reason.split(":")[0], True)
             return
         if self.count_server_traffic:
-            self.ledger.record(reply.metadata.src_node_id, SERVER,
-                               payload_nbytes(reply.content))
+            self.ledger.record(reply.metadata.src_node_id, SERVER, self.uplink_nbytes(reply))
         stats.participants += 1
         m = first(reply.content, MetricRecord)
         if m is not None and "train_loss" in m:

@@ -15,20 +15,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from flowerbed.clients.compression import decompress
 from flowerbed.clients.injected import CORRUPT, FAIL
-from flowerbed.core.arrays import from_record, record_nbytes, to_record
+from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
+from flowerbed.core.codecs import Codec
 from flowerbed.core.records import all_of, first
 from flowerbed.core.validation import check_reply_arrays
 from flowerbed.core.wire import (
+    CODEC_KEY,
+    CODEC_PAYLOAD_KEY,
     directive,
     reply_error,
     round_and_attempt,
     with_client_state,
     with_directive,
+    with_record,
     without_client_state,
 )
 from flowerbed.simulation.adversary import Adversary, Reply
@@ -85,9 +98,12 @@ class VirtualGrid(Grid):
     error reply (``msg.has_error()``), with code ERROR_CLIENT_FAILED (the client raised),
     ERROR_NO_REPLY (dropped out), ERROR_LATE (answered after ``round_timeout``) or
     ERROR_CORRUPT (non-finite arrays, or an array sent as shape s that came back with
-    another shape). The faulty content itself never reaches the strategy, so a strategy
-    that keeps state per node simply keeps that node's last good state.
+    another shape, or an undecodable compressed update). The faulty content itself never
+    reaches the strategy, so a strategy that keeps state per node simply keeps that node's
+    last good state.
     """
+
+    tracks_uplink = False  # EventGrid: counts replies later, by uplink_nbytes()
 
     def __init__(self, transport: Transport, num_nodes: int, ledger: Ledger,
                  participation: Participation, run: Run | None = None,
@@ -113,6 +129,18 @@ class VirtualGrid(Grid):
         # virtual time: replies finishing after the round's deadline (or past the first m of
         # over-selection) are late (flowerbed.simulation.deadline); None: off
         self.deadline: Deadline | None = None
+        # update compression (flowerbed.core.codecs): None = replies carry full models
+        self.codec: Codec | None = None
+        self._uplink: dict[int, int] = {}  # id(reply) -> encoded bytes (for EventGrid)
+
+    def use_codec(self, codec: Codec | None) -> None:
+        """Compress every training reply with ``codec`` (None or 'none': off)."""
+        self.codec = codec if codec is not None and codec.active else None
+        self._codec_marker = ConfigRecord({"codec": self.codec.name if self.codec else ""})
+
+    def uplink_nbytes(self, reply: Message) -> int:
+        """The bytes a reply cost on the uplink: its encoded size when compressed."""
+        return self._uplink.pop(id(reply), None) or payload_nbytes(reply.content)
 
     # --- round bookkeeping (driven by the platform's round hook)
     def begin_round(self, server_round: int) -> None:
@@ -191,8 +219,11 @@ class VirtualGrid(Grid):
                     else None
                 if kept is not None:  # after the ledger counted the message: not traffic
                     content = with_client_state(content, kept)
+                if train and self.codec is not None:  # compress the reply (plumbing too)
+                    content = with_record(content, CODEC_KEY, self._codec_marker)
                 delivered.append((msg, content))
             shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
+            received: dict[int, State] = {}  # per sent model record (decoding)
             out = self.transport.run(
                 kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
             if train and self.deadline is not None:
@@ -217,16 +248,20 @@ class VirtualGrid(Grid):
                     replies.append(Message(Error(ERROR_LATE, reason), reply_to=msg))
                     stats.count("late", reason, train)
                     continue
-                reason = self._corrupt(msg.content, content, shapes)
+                up = payload_nbytes(content)  # encoded, as it travelled
+                content, reason = self._decompressed(msg.content, content, received)
+                reason = reason or self._corrupt(msg.content, content, shapes)
                 if reason is not None:
                     replies.append(Message(Error(ERROR_CORRUPT, reason), reply_to=msg))
                     stats.count("corrupt", reason.split(":")[0], train)
                     continue
                 if self.count_server_traffic:
-                    self.ledger.record(vid, SERVER, payload_nbytes(content))
+                    self.ledger.record(vid, SERVER, up)
                 if kept is not None and train:
                     self.client_states.keep(vid, kept)
                 replies.append(Message(content, reply_to=msg))
+                if self.codec is not None and self.tracks_uplink:
+                    self._uplink[id(replies[-1])] = up
                 if kind == "train":
                     stats.participants += 1
                     m = first(content, MetricRecord)
@@ -294,6 +329,28 @@ class VirtualGrid(Grid):
                 out[pos] = RecordDict({name: (to_record(crafted[r.node]) if name == model
                                               else rec) for name, rec in reply.items()})
         return out
+
+    def _decompressed(self, sent: RecordDict, reply: RecordDict, received: dict[int, State]
+                      ) -> tuple[RecordDict, str | None]:
+        """(the reply with its model x + C(y - x) decoded, or why the payload is unusable).
+
+        A reply without a codec payload (no codec, or an update sent uncompressed because
+        it was not finite) is returned as it is.
+        """
+        payload = reply.get(CODEC_PAYLOAD_KEY)
+        if self.codec is None or not isinstance(payload, ArrayRecord):
+            return reply, None
+        ref = first(sent, ArrayRecord)
+        if ref is None:
+            return reply, "corrupt: a compressed reply to a message without a model"
+        if id(ref) not in received:
+            received[id(ref)] = from_record(ref, copy=False)
+        try:
+            model = decompress(self.codec, payload, received[id(ref)])
+        except (KeyError, ValueError, IndexError) as err:
+            return reply, f"corrupt: undecodable {self.codec.name} payload ({err})"
+        rest = {k: v for k, v in reply.items() if k != CODEC_PAYLOAD_KEY}
+        return RecordDict({"arrays": to_record(model), **rest}), None
 
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,

@@ -18,13 +18,14 @@ built-in or plug-in, the same way:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from flowerbed.core.arrays import State
+from flowerbed.core.codecs import Codec
 from flowerbed.core.params import NoParams, build_params
 from flowerbed.core.state import load_state, state_of
 
@@ -63,6 +64,9 @@ class Services:
     test_data: tuple[np.ndarray, np.ndarray] | None = None
     # build_model(seed, num_outputs): the run's architecture, freshly initialised
     build_model: Callable[[int, int], Any] | None = None
+    # the run's update codec (flowerbed.core.codecs): what one compressed message costs
+    # (decentralized peer messages), and the compressor of CHOCO-SGD
+    codec: Codec = field(default_factory=Codec)
 
 
 @dataclass(frozen=True)

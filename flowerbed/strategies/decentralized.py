@@ -139,8 +139,17 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
 
     @property
     def model_bytes(self) -> int:
-        """What one peer message carries: the model, float32 (the stack's dtype)."""
-        return int(sum(v.size for v in self.like.values())) * 4
+        """What one peer message carries: the model, float32 (the stack's dtype), or with a
+        run codec (``codec``) that codec's encoded size of a model-size update.
+
+        With a codec the platform compresses each node's local update (its trained model is
+        x_i + C(y_i - x_i)) and charges every peer message the encoded size, as if a peer
+        sent its compressed update; the mixing itself still uses the exact (decoded) rows,
+        i.e. it models receivers that know the sender's pre-training model. That is exact
+        for one-shot transfers of an update, an approximation for gossip: CHOCO-SGD
+        (``strategies/choco.py``) is the algorithm that compresses gossip properly.
+        """
+        return self.services.codec.nbytes({k: np.shape(v) for k, v in self.like.items()})
 
     @property
     def num_rounds(self) -> int:

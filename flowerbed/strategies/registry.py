@@ -23,6 +23,7 @@ STRATEGIES: dict[str, str] = {
     "fedamd": "flowerbed.strategies.fedamd:FedAMD",
     "paris": "flowerbed.strategies.paris:Paris",
     "dsgd": "flowerbed.strategies.dsgd:DSGD",
+    "choco": "flowerbed.strategies.choco:ChocoSGD",
     "dfedsam": "flowerbed.strategies.dfedsam:DFedSAM",
     "gossip": "flowerbed.strategies.gossip:Gossip",
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
