@@ -4,8 +4,8 @@ Paths: the in-process engine (``run_experiment`` without Flower), the packed Ray
 (``flwr run``, 2 SuperNodes hosting all virtual clients) and the unpacked path (``flwr
 run`` with one SuperNode per client). The in-process vmap == sequential test is
 parametrized over the strategy registry, so a strategy added there is covered without
-touching this file; the ``flwr run`` paths run for one strategy of each code path. All ``flwr run`` calls of
-this module share one local SuperLink.
+touching this file; the ``flwr run`` paths run for one strategy of each code path. All
+``flwr run`` calls of this module share one local SuperLink.
 """
 
 from __future__ import annotations
