@@ -49,10 +49,8 @@ from flowerbed.core.rng import Stream, stream
 from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
-    check_topology_params,
-    topology_of,
+    TopologyStrategy,
 )
 
 
@@ -62,15 +60,10 @@ class ChocoParams(TopologyParams, DecentralizedParams):
                                   unit_interval_open_left)
 
 
-class ChocoSGD(DecentralizedStrategy):
+class ChocoSGD(TopologyStrategy):
     Params = ChocoParams
     compresses_itself = True  # the platform leaves its training replies uncompressed
     state_fields = ("xhat",)
-
-    @classmethod
-    def check_params(cls, params: ChocoParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
 
     @classmethod
     def check_run(cls, values: dict[str, Any]) -> None:
@@ -80,7 +73,6 @@ class ChocoSGD(DecentralizedStrategy):
 
     def __init__(self, params: ChocoParams, services: Services) -> None:
         super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
         self.codec = services.codec
         self.xhat: np.ndarray = np.zeros((0, 0), np.float32)
 

@@ -25,13 +25,10 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from flowerbed.core.params import param, positive
-from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
-    check_topology_params,
-    topology_of,
+    TopologyStrategy,
 )
 
 
@@ -54,17 +51,8 @@ def clipped_mix(half: np.ndarray, weights: list[tuple[int, np.ndarray, np.ndarra
     return out.astype(half.dtype)
 
 
-class ClippedGossip(DecentralizedStrategy):
+class ClippedGossip(TopologyStrategy):
     Params = ClippedGossipParams
-
-    @classmethod
-    def check_params(cls, params: ClippedGossipParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
-
-    def __init__(self, params: ClippedGossipParams, services: Services) -> None:
-        super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
 
     def weights(self, step: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Per node i: its in-neighbours j and W_ij (off-diagonal entries of W_step)."""

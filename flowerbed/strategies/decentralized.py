@@ -370,3 +370,17 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
 
     def summary(self) -> None:
         log.info("%s: %d nodes", type(self).__name__, self.n)
+
+
+class TopologyStrategy(DecentralizedStrategy):
+    """A decentralized strategy over one topology (``TopologyParams``): its parameters are
+    checked against the number of nodes and ``self.topology`` is built, seeded."""
+
+    @classmethod
+    def check_params(cls, params: Any, num_nodes: int) -> None:
+        super().check_params(params, num_nodes)
+        check_topology_params(params, num_nodes)
+
+    def __init__(self, params: Any, services: Services) -> None:
+        super().__init__(params, services)
+        self.topology = topology_of(params, self.n, services.seed)

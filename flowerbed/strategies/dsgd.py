@@ -18,13 +18,10 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from flowerbed.core.params import param
-from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
-    check_topology_params,
-    topology_of,
+    TopologyStrategy,
 )
 
 
@@ -33,18 +30,9 @@ class DSGDParams(TopologyParams, DecentralizedParams):
     final_merge: bool = param(True, "decentralized: report the globally merged model x-bar")
 
 
-class DSGD(DecentralizedStrategy):
+class DSGD(TopologyStrategy):
     Params = DSGDParams
     scratch_fields = ("premerge",)  # computed and reported in the last round
-
-    @classmethod
-    def check_params(cls, params: DSGDParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
-
-    def __init__(self, params: DSGDParams, services: Services) -> None:
-        super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         active = sorted(int(v) for v in grid.get_node_ids())

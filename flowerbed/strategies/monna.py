@@ -37,10 +37,8 @@ from flowerbed.core.params import non_negative, param, unit_interval_open_right
 from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
-    check_topology_params,
-    topology_of,
+    TopologyStrategy,
 )
 
 
@@ -64,19 +62,13 @@ def nearest(models: np.ndarray, own: int, f: int) -> np.ndarray:
     return np.argsort(dist, kind="stable")[:max(len(models) - f, 1)]
 
 
-class MoNNA(DecentralizedStrategy):
+class MoNNA(TopologyStrategy):
     Params = MoNNAParams
     state_fields = ("momentum",)
     scratch_fields = ("accepted",)  # the round's kept senders, reported in that round
 
-    @classmethod
-    def check_params(cls, params: MoNNAParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
-
     def __init__(self, params: MoNNAParams, services: Services) -> None:
         super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
         self.momentum: np.ndarray = np.zeros((0, 0), np.float32)
         self.accepted: np.ndarray = np.zeros(0, np.int64)
 

@@ -37,10 +37,8 @@ from flowerbed.core.params import non_negative, param
 from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
-    check_topology_params,
-    topology_of,
+    TopologyStrategy,
 )
 
 
@@ -74,18 +72,12 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-class SybilWall(DecentralizedStrategy):
+class SybilWall(TopologyStrategy):
     Params = SybilWallParams
     state_fields = ("history",)
 
-    @classmethod
-    def check_params(cls, params: SybilWallParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
-
     def __init__(self, params: SybilWallParams, services: Services) -> None:
         super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
         self.history: np.ndarray = np.zeros((0, 0), np.float64)
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
