@@ -22,6 +22,7 @@ STRATEGIES: dict[str, str] = {
     "dsgd": "flowerbed.strategies.dsgd:DSGD",
     "dfedsam": "flowerbed.strategies.dfedsam:DFedSAM",
     "gossip": "flowerbed.strategies.gossip:Gossip",
+    "async-gossip": "flowerbed.strategies.async_gossip:AsyncGossip",
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
     "teleportation-tuned": "flowerbed.strategies.teleportation_tuned:TeleportationTuned",
     "modest": "flowerbed.strategies.modest:MoDeST",
