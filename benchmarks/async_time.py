@@ -2,7 +2,8 @@
 
 Three in-process runs on W1 (1,000 Synthetic(1, 1) clients, logistic regression, one local
 epoch), each in a fresh process with one torch thread, steady-state client-rounds/s from
-the rounds after the first (wall time of rounds 2..R):
+the rounds after the first (wall time of rounds 2..R), the best of two interleaved runs
+(the machine is shared; other jobs only ever slow a run down):
 
 - ``fedavg``: synchronous FedAvg, every client every round, no clock (W1 as in run.py);
 - ``fedavg-clock``: the same with device profiles (lognormal speeds, sigma 1, 1 s a step on
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CLOCK = {"step-seconds": 1.0, "speed-spread": 1.0, "client-down-mbps": 20.0,
          "client-up-mbps": 5.0, "server-down-mbps": 1000.0, "server-up-mbps": 100.0}
+REPEATS = 2
 RUNS: dict[str, dict[str, Any]] = {
     "fedavg": {"num-server-rounds": 6},
     "fedavg-clock": {"num-server-rounds": 6, **CLOCK, "round-deadline-s": 60.0},
@@ -72,25 +74,33 @@ def main() -> None:
         return
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     load = os.getloadavg()
-    results = {}
-    for name in RUNS:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.async_time", "--one", name],
-                             cwd=REPO, env=env, capture_output=True, text=True, check=True)
-        line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ASYNC_RESULT "))
-        results[name] = json.loads(line.removeprefix("ASYNC_RESULT "))
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(REPEATS):  # interleaved; the best of each (others' jobs only slow one)
+        for name in RUNS:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.async_time", "--one",
+                                  name], cwd=REPO, env=env, capture_output=True, text=True,
+                                 check=True)
+            line = next(ln for ln in out.stdout.splitlines()
+                        if ln.startswith("ASYNC_RESULT "))
+            r = json.loads(line.removeprefix("ASYNC_RESULT "))
+            r["all_client_rounds_per_s"] = [*results.get(name, {}).get(
+                "all_client_rounds_per_s", []), r["client_rounds_per_s"]]
+            r["client_rounds_per_s"] = max(r["all_client_rounds_per_s"])
+            results[name] = r
     base = results["fedavg"]["client_rounds_per_s"]
     rows = [(n, r, r["client_rounds_per_s"] / base) for n, r in results.items()]
     md = ["# Virtual time: client-rounds/s with the clock, deadlines and FedBuff", "",
           f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {os.cpu_count()} cores, "
           f"load average {load[0]:.1f} at the start, one torch thread, in-process, W1 "
           "(1,000 clients); `python -m benchmarks.async_time`.", "",
-          "| run | client-rounds/s (steady) | vs FedAvg | target | rounds | final acc |",
-          "|---|---|---|---|---|---|"]
+          "| run | client-rounds/s (best of 2) | each run | vs FedAvg | target | rounds "
+          "| final acc |", "|---|---|---|---|---|---|---|"]
     targets = {"fedavg-clock": 0.9, "fedbuff": 0.7}
     for name, r, q in rows:
         t = targets.get(name)
         verdict = "" if t is None else (f">= {t}x: " + ("met" if q >= t else "missed"))
-        md.append(f"| {name} | {r['client_rounds_per_s']:.0f} | {q:.2f}x | {verdict} | "
+        each = ", ".join(f"{v:.0f}" for v in r["all_client_rounds_per_s"])
+        md.append(f"| {name} | {r['client_rounds_per_s']:.0f} | {each} | {q:.2f}x | {verdict} | "
                   f"{r['rounds']} | {r['final_accuracy']:.4f} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "async.md").write_text("\n".join(md) + "\n")
