@@ -163,6 +163,10 @@ class RoundLoop:
         traffic = self.ledger.rounds.get(server_round)
         seconds = 0.0
         deadline = self.grid.deadline
+        own = getattr(self.strategy, "round_seconds", None)
+        if callable(own) and server_round > 0:  # a round that is a span of time (async gossip)
+            seconds = float(own(server_round))
+            return {"sim_round_s": seconds, "sim_time_s": self.sim_time_so_far() + seconds}
         if isinstance(self.grid, EventGrid):  # asynchronous: the event loop's own clock
             now = self.grid.now
             return {"sim_round_s": now - self.sim_time_so_far(), "sim_time_s": now}

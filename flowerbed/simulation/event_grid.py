@@ -8,10 +8,13 @@ A job's duration is its client's :meth:`~flowerbed.simulation.clock.Clock.client
 is known before anything trains), so the event order is a pure function of the seed: same
 seed, same result.
 
-Training is lazy and batched: a started job is not trained until its reply is the next to
-arrive; then *every* started, untrained job is trained in one call of the transport (each on
-the model version it was sent: clients started together share one payload), so FedBuff's
-or FedAsync's many small starts still reach a worker as large vmap batches.
+Training is lazy and batched: a started job is not trained until its reply is read; then
+*every* started, untrained job is trained in one call of the transport (each on the model
+version it was sent: clients started together share one payload), so FedBuff's or
+FedAsync's many small starts still reach a worker as large vmap batches. A strategy that
+can wait before reading replies (:meth:`EventGrid.next_job`, then :meth:`EventGrid.replies`:
+FedBuff reads its K buffered jobs when the K-th arrives) makes the batches larger still:
+a batch is every job started since the last one, whatever order they finish in.
 
 Bookkeeping follows simulated time: the ledger counts a job's download when it starts and
 its upload when it arrives; participants, losses and failures are counted in the server
@@ -29,6 +32,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from flwr.app import Message, MetricRecord
 
 from flowerbed.core.records import first
@@ -75,15 +79,16 @@ class EventGrid(VirtualGrid):
         self.now = 0.0
         self._queue: list[Job] = []
         self._untrained: list[Job] = []
-        self._busy: set[int] = set()
+        self._busy = np.zeros(self.num_nodes, dtype=bool)  # started, not yet arrived
         self._seq = 0
         self.batches: list[int] = []  # size of every lazy training batch (for tests, logs)
 
     # --- what a strategy sees
     def get_node_ids(self) -> Iterable[int]:
         """Clients that can be started now: allowed this round, online now, not busy."""
-        ids = self._available[self.availability.online(self.now)[self._available]]
-        return [int(k) for k in ids if int(k) not in self._busy]
+        ids = self._available
+        ids = ids[self.availability.online(self.now)[ids] & ~self._busy[ids]]
+        return ids.tolist()  # Python ints, built in C (called at every arrival)
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -92,7 +97,7 @@ class EventGrid(VirtualGrid):
         """Send these training messages now; their replies arrive at their finish times."""
         for msg in messages:
             k = msg.metadata.dst_node_id
-            if k in self._busy:
+            if self._busy[k]:
                 raise ValueError(f"client {k} is busy (started at an earlier time)")
             nbytes = payload_nbytes(msg.content)
             if self.count_server_traffic:
@@ -102,23 +107,45 @@ class EventGrid(VirtualGrid):
             self._seq += 1
             heapq.heappush(self._queue, job)
             self._untrained.append(job)
-            self._busy.add(k)
+            self._busy[k] = True
 
     def next_arrival(self, until: float = math.inf) -> Message | None:
         """The next reply to arrive by ``until``, with the clock moved to its arrival; None
         (the clock moved to ``until``, if finite) when none arrives by then."""
+        job = self.next_job(until)
+        return None if job is None else self.replies([job])[0]
+
+    def next_job(self, until: float = math.inf) -> Job | None:
+        """The next job to arrive by ``until``, its reply not yet read: the clock moves to
+        its arrival and the client is free again, but nothing trains until
+        :meth:`replies` asks for it (None, the clock moved to ``until`` if finite, when none
+        arrives by then).
+
+        A strategy that needs no reply's content for a while (FedBuff, until its buffer
+        is full) collects jobs and reads them together, so that every job started in the
+        meantime trains in the same batch. It must read them before the server round (model
+        version) changes: their traffic and losses count in the round they arrived in.
+        """
         if not self._queue or self._queue[0].finish > until:
             if math.isfinite(until):
                 self.now = max(self.now, until)
             return None
         job = heapq.heappop(self._queue)
-        if job.reply is None:
-            self._train_pending()
         self.now = max(self.now, job.finish)
-        self._busy.discard(job.node)
-        assert job.reply is not None
-        self._count_arrival(job.reply)
-        return job.reply
+        self._busy[job.node] = False
+        return job
+
+    def replies(self, jobs: list[Job]) -> list[Message]:
+        """The replies of arrived ``jobs``, in order, counted as arrivals of this round;
+        trains every started, untrained job first if one of them is untrained."""
+        if any(j.reply is None for j in jobs):
+            self._train_pending()
+        out = []
+        for job in jobs:
+            assert job.reply is not None
+            self._count_arrival(job.reply)
+            out.append(job.reply)
+        return out
 
     def wait_for_clients(self, horizon: float = math.inf) -> bool:
         """Move the clock to the first time some client can be started (False if none will

@@ -54,6 +54,10 @@ class EventLoopGrid(Protocol):
 
     def next_arrival(self, until: float = math.inf) -> Message | None: ...
 
+    def next_job(self, until: float = math.inf) -> Any | None: ...  # arrived, not yet read
+
+    def replies(self, jobs: list[Any]) -> list[Message]: ...  # read arrived jobs, in order
+
     def wait_for_clients(self, horizon: float = math.inf) -> bool: ...
 
 
@@ -92,7 +96,8 @@ class AsyncStrategy(CentralizedStrategy):
     # declared for completeness; the in-flight jobs live in the event grid, so an
     # asynchronous run still cannot resume (the run config refuses it)
     state_fields = ("async_rng", "version", "sent", "models", "jobs", "staleness_log")
-    scratch_fields = ("_content",)  # the current version's record, rebuilt on demand
+    # the current version's record (rebuilt on demand); arrivals read before the next version
+    scratch_fields = ("_content", "_deferred")
 
     def __init__(self, params: AsyncParams, services: Services) -> None:
         super().__init__(params, services)
@@ -103,6 +108,8 @@ class AsyncStrategy(CentralizedStrategy):
         self.jobs = 0  # start batches so far: a job's seed coordinate
         self.staleness_log: dict[int, list[int]] = {}  # server round -> staleness applied
         self._content: tuple[int, Any] | None = None  # (version, payload) being sent
+        # arrived jobs not yet read: (job, version it was sent, staleness at arrival)
+        self._deferred: list[tuple[Any, State, int]] = []
 
     @classmethod
     def check_params(cls, params: AsyncParams, num_nodes: int) -> None:
@@ -126,15 +133,18 @@ class AsyncStrategy(CentralizedStrategy):
             evaluate_fn(0, initial_arrays)
         while self.version < num_rounds:
             self.fill(events)
-            reply = events.next_arrival()
-            if reply is None:  # nobody in flight: wait until somebody can start
+            job = events.next_job()
+            if job is None:  # nobody in flight: wait until somebody can start
+                self.read_arrived(events)  # (cannot change the model: see due())
                 if not events.wait_for_clients():
                     log.warning("%s: no client will be reachable again; stopping after %d "
                                 "of %d versions", type(self).__name__, self.version, num_rounds)
                     break
                 continue
-            if self.arrive(reply) and evaluate_fn:
+            self.defer(job)
+            if self.due() and self.read_arrived(events) and evaluate_fn:
                 evaluate_fn(self.version, to_record(self.global_state))
+        self.read_arrived(events)
         result.arrays = to_record(self.global_state)
         return result
 
@@ -168,14 +178,46 @@ class AsyncStrategy(CentralizedStrategy):
 
     def arrive(self, reply: Message) -> bool:
         """Handle one reply; True when the global model changed (a new version)."""
-        node = reply.metadata.src_node_id
+        tau, sent = self._arrived(reply.metadata.src_node_id)
+        return self._apply(reply, sent, self.version - tau)
+
+    def defer(self, job: Any) -> None:
+        """A job has arrived (its client is free again); its reply is read later, by
+        :meth:`read_arrived`, with the staleness it has now."""
+        tau, sent = self._arrived(job.node)
+        self._deferred.append((job, sent, self.version - tau))
+
+    def due(self) -> bool:
+        """Must the arrived replies be read now? They must before the model can change;
+        an arrival-driven strategy reads each at once. FedBuff waits until K have arrived:
+        results are the same (a reply's content never decides when it arrives, and invalid
+        ones only delay the step), but the jobs started meanwhile train in one batch."""
+        return True
+
+    def read_arrived(self, grid: EventLoopGrid) -> bool:
+        """Read the deferred replies in arrival order; True when the model changed."""
+        if not self._deferred:
+            return False
+        deferred, self._deferred = self._deferred, []
+        replies = grid.replies([job for job, _, _ in deferred])
+        changed = False
+        for reply, (_, sent, staleness) in zip(replies, deferred, strict=True):
+            if changed:
+                raise RuntimeError(f"{type(self).__name__}: a deferred reply arrived after "
+                                   "the model changed (due() waited too long)")
+            changed = self._apply(reply, sent, staleness)
+        return changed
+
+    def _arrived(self, node: int) -> tuple[int, State]:
         tau = self.sent.pop(node)
         sent = self.models[tau]
         self._release(tau)
+        return tau, sent
+
+    def _apply(self, reply: Message, sent: State, staleness: int) -> bool:
         updates = self.decode(self.version + 1, [reply])
         if not updates:
             return False
-        staleness = self.version - tau
         self.staleness_log.setdefault(self.version + 1, []).append(staleness)
         new_state = self.on_arrival(updates[0], sent, staleness)
         if new_state is None:

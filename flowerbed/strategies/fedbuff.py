@@ -57,6 +57,10 @@ class FedBuff(AsyncStrategy):
             raise ConfigError("buffer-size", params.buffer_size,
                               f"must be <= num-clients ({num_nodes})")
 
+    def due(self) -> bool:
+        """Read the buffered replies when K have arrived (the step needs them all)."""
+        return self.buffered + len(self._deferred) >= self.params.buffer_size
+
     def on_arrival(self, update: ClientUpdate, sent: State, staleness: int) -> State | None:
         d, w = delta(update, sent), self.s(staleness)
         if self.buffer is None:

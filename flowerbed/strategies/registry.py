@@ -26,6 +26,7 @@ STRATEGIES: dict[str, str] = {
     "choco": "flowerbed.strategies.choco:ChocoSGD",
     "dfedsam": "flowerbed.strategies.dfedsam:DFedSAM",
     "gossip": "flowerbed.strategies.gossip:Gossip",
+    "async-gossip": "flowerbed.strategies.async_gossip:AsyncGossip",
     "teleportation": "flowerbed.strategies.teleportation:Teleportation",
     "teleportation-tuned": "flowerbed.strategies.teleportation_tuned:TeleportationTuned",
     "modest": "flowerbed.strategies.modest:MoDeST",
