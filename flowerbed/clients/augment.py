@@ -41,10 +41,15 @@ def draw(rng: np.random.Generator, batch: int, padding: int = PADDING) -> Draws:
     return Draws(torch.from_numpy(dy), torch.from_numpy(dx), torch.from_numpy(flip))
 
 
-def stack(draws: list[Draws]) -> Draws:
-    """Several clients' draws for one step, for a ``(clients, B, ...)`` batch."""
-    return Draws(torch.stack([d.dy for d in draws]), torch.stack([d.dx for d in draws]),
-                 torch.stack([d.flip for d in draws]))
+def stack(draws: list[Draws], batch: int | None = None) -> Draws:
+    """Several clients' draws for one step, for a ``(clients, B, ...)`` batch; with
+    ``batch``, a client's shorter draws are padded (no crop, no flip) to that length, for
+    the padded examples of a short last batch."""
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        return t if batch is None else torch.cat([t, t.new_zeros(batch - len(t))])
+    return Draws(torch.stack([padded(d.dy) for d in draws]),
+                 torch.stack([padded(d.dx) for d in draws]),
+                 torch.stack([padded(d.flip) for d in draws]))
 
 
 def crop_flip(xb: torch.Tensor, d: Draws, padding: int = PADDING) -> torch.Tensor:
@@ -55,12 +60,24 @@ def crop_flip(xb: torch.Tensor, d: Draws, padding: int = PADDING) -> torch.Tenso
     flat = xb.reshape(-1, c, h, w)
     dy, dx, flip = d.dy.reshape(-1), d.dx.reshape(-1), d.flip.reshape(-1)
     padded = F.pad(flat, (padding, padding, padding, padding))
-    rows = dy[:, None] + torch.arange(h)  # (N, H) rows of the crop in the padded image
-    cols = torch.arange(w)
+    dy, dx, flip = dy.to(xb.device), dx.to(xb.device), flip.to(xb.device)
+    rows = dy[:, None] + torch.arange(h, device=xb.device)  # (N, H) crop rows, padded image
+    cols = torch.arange(w, device=xb.device)
     cols = torch.where(flip[:, None], dx[:, None] + (w - 1 - cols), dx[:, None] + cols)
-    n = torch.arange(flat.shape[0])
+    n = torch.arange(flat.shape[0], device=xb.device)
     out = padded[n[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
 
 
-__all__ = ["PADDING", "Draws", "crop_flip", "draw", "stack"]
+AUGMENTATIONS = ("none", "crop-flip")
+
+
+def augmented(xb: torch.Tensor, how: str, draws: Draws) -> torch.Tensor:
+    """``xb`` augmented as the ``augment`` key says (images only)."""
+    if xb.dim() < 4:
+        raise ValueError(f"augment = {how!r} needs image inputs (C, H, W); this model's "
+                         f"batches have shape {tuple(xb.shape)}")
+    return crop_flip(xb, draws)
+
+
+__all__ = ["AUGMENTATIONS", "PADDING", "Draws", "augmented", "crop_flip", "draw", "stack"]

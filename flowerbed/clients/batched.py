@@ -35,6 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 from torch.func import grad_and_value, vmap
 
+from flowerbed.clients.augment import augmented, draw, stack
 from flowerbed.clients.compression import without_codec_state
 from flowerbed.clients.data import FederatedData, flat_tensor
 from flowerbed.clients.device import resolve
@@ -239,12 +240,15 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
     loss_fn_ = _loss_fn(model, vectorised) if rule.wants_loss_at else None
     ids = torch.tensor([job.vid for job in sorted_jobs], dtype=torch.int64)
     b_max = max((len(p[0]) for p in plans if p), default=1)
-    idx, mask = _batch_indices([plans[i] for i in order], [job.rows for job in sorted_jobs],
-                               b_max)
+    sorted_plans = [plans[i] for i in order]
+    idx, mask = _batch_indices(sorted_plans, [job.rows for job in sorted_jobs], b_max)
     for s in range(idx.shape[1]):
         a = int((steps > s).sum())
         it = torch.from_numpy(idx[:a, s]).to(dev)
         xb, yb, mb = x_flat[it], y_flat[it], torch.from_numpy(mask[:a, s]).to(dev)
+        if params.augment != "none":  # each client's draws from its own rng, as sequentially
+            xb = augmented(xb, params.augment, stack(
+                [draw(sorted_jobs[r].rng, len(sorted_plans[r][s])) for r in range(a)], b_max))
         first_loss: list[torch.Tensor] = []
 
         def grad_at(v: Tensors, xb: torch.Tensor = xb, yb: torch.Tensor = yb,

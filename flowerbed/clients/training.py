@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
+from flowerbed.clients.augment import augmented, draw
 from flowerbed.core.arrays import State
 from flowerbed.core.rng import client_stream
 
@@ -35,13 +36,15 @@ class TrainParams:
     local_steps: int = 0
     batch_size: int = 32
     proximal_mu: float = 0.0
+    augment: str = "none"  # 'crop-flip': flowerbed.clients.augment, drawn from the client's rng
 
     @classmethod
     def from_config(cls, cfg: Any, overrides: Mapping[str, Any] | None = None) -> TrainParams:
         """From the run config, with per-message overrides (a strategy may set e.g. lr)."""
         p = cls(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                 local_epochs=cfg.local_epochs, local_steps=cfg.local_steps,
-                batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu)
+                batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu,
+                augment=cfg.augment)
         if overrides:
             changes = {k.replace("-", "_"): overrides[k] for k in TRAIN_OVERRIDES
                        if k in overrides}
@@ -130,6 +133,8 @@ def local_train(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
     losses = []
     for step, idx in enumerate(batch_plan(len(y), params, rng)):
         xb, yb = xt[idx], yt[idx]
+        if params.augment != "none":  # the client's draws, after its batch plan
+            xb = augmented(xb, params.augment, draw(rng, len(idx)))
         with torch.no_grad():
             losses.append(float(loss_fn(model, {**full, **w}, xb, yb)))
         g = grad_fn(w, xb, yb)
