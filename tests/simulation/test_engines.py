@@ -44,14 +44,14 @@ COMPARED = ("test_accuracy", "test_loss", "train_loss")
 # per-node models, k slots); the packed path runs for every registered strategy.
 UNPACKED = ("fedavg", "dsgd", "teleportation")
 # A packed `flwr run` costs ~20 s a strategy; it runs for one strategy of each code path
-# through the Flower transport (in-process, every registered strategy runs above):
-# the first centralized and decentralized families, experts, k slots; a client rule with
-# kept state (scaffold), one whose clients send no model (zo-sgd), the asynchronous event
-# grid (fedbuff), compressed gossip (choco) and a robust decentralized rule (monna). The
-# other strategies differ from one of these only in their arithmetic, which is the same
-# code on both engines.
-PACKED = ("fedavg", "fedau", "fedavg-known", "paris", "dsgd", "gossip", "teleportation",
-          "teleportation-tuned", "modest", "scaffold", "zo-sgd", "fedbuff", "choco", "monna")
+# through the Flower transport (in-process, every registered strategy runs above): shared
+# global model (fedavg), per-round bookkeeping (fedau), experts (paris), per-node models
+# (dsgd), sampled trainers (modest), k slots (teleportation), a client rule with kept state
+# (scaffold), clients that send no model (zo-sgd), the asynchronous event grid (fedbuff)
+# and compressed gossip (choco). The other strategies differ from one of these only in
+# arithmetic that is the same code on both engines (fedavg-known, gossip, monna, ...).
+PACKED = ("fedavg", "fedau", "paris", "dsgd", "modest", "teleportation", "scaffold",
+          "zo-sgd", "fedbuff", "choco")
 # asynchronous strategies run on the virtual clock
 TIMED: dict[str, Any] = {"step-seconds": 1.0, "speed-spread": 0.5, "concurrency": 3,
                          "buffer-size": 2, "fix-interval-s": 20.0}
