@@ -39,6 +39,7 @@ from flowerbed.core.params import Config
 from flowerbed.core.records import filled, first
 from flowerbed.core.wire import (
     CLIENT_STATE_KEY,
+    CODEC_KEY,
     Item,
     directive,
     error_reply,
@@ -144,23 +145,28 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
             if action == FAIL:
                 raise InjectedFailure("injected client failure")
             arrays, config = _arrays_and_config(content)
-            if id(arrays) not in decoded:
-                decoded[id(arrays)] = from_record(arrays)
+
+            def received(arrays: ArrayRecord = arrays) -> State:  # decoded once, if needed
+                if id(arrays) not in decoded:
+                    decoded[id(arrays)] = from_record(arrays)
+                return decoded[id(arrays)]
+
             if kind == "train":
                 result = done.get(pos) or train_one(vid, content, cfg, data, model,
                                                     flip=action == FLIP_LABELS)
                 if wants_clipping(config):  # Flower's client-side DP wrappers
                     result.state, result.metrics = clip_update(
-                        result.state, decoded[id(arrays)], config, dict(result.metrics))
+                        result.state, received(), config, dict(result.metrics))
                 if action == CORRUPT:
                     result.state = corrupt_state(result.state, cfg.seed,
                                                  *round_and_attempt(content), vid)
                 reply = train_reply(result)
                 # the update compressed when the platform asks (flowerbed.core.codecs)
-                reply = compress_reply(reply, decoded[id(arrays)], content, cfg, vid)
+                if CODEC_KEY in content:
+                    reply = compress_reply(reply, received(), content, cfg, vid)
             else:
                 x, y = data.x[vid], training_labels(data.y[vid], config)
-                m = evaluate(model, decoded[id(arrays)], x, y, device=resolve(cfg.device))
+                m = evaluate(model, received(), x, y, device=resolve(cfg.device))
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})
