@@ -43,11 +43,9 @@ from flowerbed.core.params import param, positive
 from flowerbed.strategies.contract import Services
 from flowerbed.strategies.decentralized import (
     DecentralizedParams,
-    DecentralizedStrategy,
     TopologyParams,
+    TopologyStrategy,
     available_nodes,
-    check_topology_params,
-    topology_of,
 )
 
 
@@ -71,21 +69,15 @@ class Ticks:
     peers: np.ndarray
 
 
-class AsyncGossip(DecentralizedStrategy):
+class AsyncGossip(TopologyStrategy):
     """Randomized pairwise gossip on Poisson clocks (module docstring)."""
 
     Params = AsyncGossipParams
     state_fields = ("waves",)
     scratch_fields = ("last_ticks",)  # the latest round's ticks, drawn in that round
 
-    @classmethod
-    def check_params(cls, params: AsyncGossipParams, num_nodes: int) -> None:
-        super().check_params(params, num_nodes)
-        check_topology_params(params, num_nodes)
-
     def __init__(self, params: AsyncGossipParams, services: Services) -> None:
         super().__init__(params, services)
-        self.topology = topology_of(params, self.n, services.seed)
         self.waves = 0  # batched training calls so far: the seed coordinate of local steps
         self.last_ticks: Ticks | None = None  # the latest round's ticks (tests, metrics)
 
