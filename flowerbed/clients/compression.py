@@ -3,9 +3,10 @@
 The platform (``flowerbed.simulation.virtual_grid``) marks a training message whose reply
 is to be compressed (:data:`~flowerbed.core.wire.CODEC_KEY`). For such a message the client
 sends, instead of its trained model ``y``, the encoded update C(y - x) (x: the model it
-received), with the run's codec (:mod:`flowerbed.core.codecs`); the grid decodes it into
-x + C(y - x) before the strategy sees the reply, so every strategy works unchanged and the
-ledger counts the encoded bytes.
+received), with the run's codec (:mod:`flowerbed.core.codecs`), under
+:data:`~flowerbed.core.wire.CODEC_PAYLOAD_KEY`; the grid decodes it into x + C(y - x)
+before the strategy sees the reply, so every strategy works unchanged and the ledger counts
+the encoded bytes.
 
 With ``error-feedback`` the client's residual e (what compression dropped) is kept in the
 platform's per-client store under the ``codec.`` prefix, beside a client rule's own state:
@@ -19,21 +20,16 @@ codec.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.arrays import State, from_record
 from flowerbed.core.codecs import STATE_PREFIX, Codec
 from flowerbed.core.params import Config
-from flowerbed.core.records import filled
 from flowerbed.core.rng import Stream, stream
-from flowerbed.core.wire import (
-    CLIENT_STATE_KEY,
-    CODEC_KEY,
-    CODEC_PAYLOAD_KEY,
-    client_state_of,
-    round_and_attempt,
-)
+from flowerbed.core.wire import client_state_of, round_and_attempt
 
 
 def codec_rng(seed: int, server_round: int, client: int) -> np.random.Generator:
@@ -58,28 +54,62 @@ def residual_of(content: RecordDict) -> State:
             if k.startswith(STATE_PREFIX)}
 
 
-def compress_reply(reply: RecordDict, received: State, content: RecordDict, cfg: Config,
-                   vid: int) -> RecordDict:
-    """``reply`` with its model replaced by the encoded update, if the message asks for it."""
-    if CODEC_KEY not in content or "arrays" not in reply:
-        return reply
-    codec = Codec.from_config(cfg)
-    model = from_record(reply["arrays"])  # type: ignore[arg-type]
+def encode_update(model: State, kept: State | None, received: State, content: RecordDict,
+                  cfg: Config, vid: int) -> tuple[State, State | None] | None:
+    """(the payload C(y - x) to send instead of the model y, the state the client keeps:
+    ``kept`` plus the new error-feedback residual), or None when the update is not finite
+    (it is then sent uncompressed, for the server to reject)."""
     delta = {k: np.asarray(v, np.float32) - np.asarray(received[k], np.float32)
              for k, v in model.items()}
     if not all(np.isfinite(v).all() for v in delta.values()):
-        return reply
+        return None
+    codec = Codec.from_config(cfg)
     server_round, _ = round_and_attempt(content)
-    payload, _, residual = codec.compress(delta, residual_of(content),
-                                          codec_rng(cfg.seed, server_round, vid))
-    records: dict[str, object] = {CODEC_PAYLOAD_KEY: to_record(payload)}
-    records.update((k, v) for k, v in reply.items() if k not in ("arrays", CLIENT_STATE_KEY))
-    kept = dict(from_record(reply[CLIENT_STATE_KEY])  # type: ignore[arg-type]
-                ) if CLIENT_STATE_KEY in reply else {}
-    kept.update({STATE_PREFIX + k: v for k, v in residual.items()})
-    if kept:
-        records[CLIENT_STATE_KEY] = to_record(kept)
-    return filled(RecordDict(), records)
+    rng = codec_rng(cfg.seed, server_round, vid) if codec.random else None
+    payload, _, residual = codec.compress(delta, residual_of(content), rng)
+    if residual:
+        kept = {**(kept or {}), **{STATE_PREFIX + k: v for k, v in residual.items()}}
+    return payload, kept or None
+
+
+# (model, kept state, model received, the message, the client): encode_update's arguments
+Encodable = tuple[State, State | None, State, RecordDict, int]
+
+
+def encode_updates(batch: Sequence[Encodable], cfg: Config
+                   ) -> list[tuple[State, State | None] | None]:
+    """:func:`encode_update` of every client of a worker's batch: with a deterministic
+    codec (:data:`~flowerbed.core.codecs.ROW_WISE`) each tensor of all the updates is
+    encoded in one call, as rows of a clients x entries matrix (the same values as client
+    by client, tested); otherwise client by client."""
+    codec = Codec.from_config(cfg)
+    if not codec.row_wise or len(batch) < 2:
+        return [encode_update(m, kept, r, content, cfg, vid)
+                for m, kept, r, content, vid in batch]
+    names = list(batch[0][0])
+    residuals = [residual_of(content) for _, _, _, content, _ in batch]
+    rows: dict[str, np.ndarray] = {}
+    for name in names:
+        p = (np.stack([np.asarray(m[name], np.float32).ravel() for m, *_ in batch])
+             - np.stack([np.asarray(r[name], np.float32).ravel() for _, _, r, _, _ in batch]))
+        if codec.error_feedback:  # p = delta + e (no residual yet: e = 0)
+            p += np.stack([np.asarray(e[name], np.float32).ravel() if name in e
+                           else np.zeros(p.shape[1], np.float32) for e in residuals])
+        rows[name] = p
+    finite = np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in rows.values()])
+    encoded = {name: codec.encode_rows(p) for name, p in rows.items()}
+    out: list[tuple[State, State | None] | None] = []
+    for i, (model, kept, _, _, _) in enumerate(batch):
+        if not finite[i]:
+            out.append(None)  # sent uncompressed, for the server to reject
+            continue
+        payload = {f"{name}|{part}": arr[i] for name in names
+                   for part, arr in encoded[name][0].items()}
+        if codec.error_feedback:
+            kept = {**(kept or {}), **{STATE_PREFIX + name: encoded[name][1][i].reshape(
+                np.shape(model[name])) for name in names}}
+        out.append((payload, kept or None))
+    return out
 
 
 def decompress(codec: Codec, payload: ArrayRecord, received: State) -> State:
@@ -90,4 +120,5 @@ def decompress(codec: Codec, payload: ArrayRecord, received: State) -> State:
             for k in received}
 
 
-__all__ = ["codec_rng", "compress_reply", "decompress", "residual_of", "without_codec_state"]
+__all__ = ["codec_rng", "decompress", "encode_update", "encode_updates", "residual_of",
+           "without_codec_state"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
 from flowerbed.clients import batched
-from flowerbed.clients.compression import compress_reply
+from flowerbed.clients.compression import encode_update, encode_updates
 from flowerbed.clients.data import FederatedData, load_federation
 from flowerbed.clients.device import resolve
 from flowerbed.clients.dp_clipping import clip_update, wants_clipping
@@ -34,12 +34,14 @@ from flowerbed.clients.injected import (
 from flowerbed.clients.models import build_model
 from flowerbed.clients.rules import OUTPUTS_KEY, rule_for
 from flowerbed.clients.training import TrainParams, client_rng, evaluate, local_train
+from flowerbed.core import collector
 from flowerbed.core.arrays import State, from_record, to_record
 from flowerbed.core.params import Config
 from flowerbed.core.records import filled, first
 from flowerbed.core.wire import (
     CLIENT_STATE_KEY,
     CODEC_KEY,
+    CODEC_PAYLOAD_KEY,
     Item,
     directive,
     error_reply,
@@ -107,17 +109,48 @@ def train_one(vid: int, content: RecordDict, cfg: Config, data: FederatedData,
     return batched.train_batched(model, [job], x_flat, y_flat, vectorised=False)[0]
 
 
-def train_reply(result: batched.TrainResult) -> RecordDict:
-    """The reply of a trained client: its model and metrics, and for a client rule the
+def train_reply(result: batched.TrainResult,
+                encoded: tuple[State, State | None] | None = None) -> RecordDict:
+    """The reply of a trained client: its model (or, ``encoded``, the payload of its
+    compressed update and the state it then keeps) and metrics, and for a client rule the
     extra arrays it sends and the state it keeps (the platform strips that one)."""
+    model, kept = (result.state, result.client_state) if encoded is None else encoded
     records: dict[str, object] = {
-        "arrays": to_record(result.state),
+        "arrays" if encoded is None else CODEC_PAYLOAD_KEY: to_record(model),
         "metrics": filled(MetricRecord(), {k: float(v) for k, v in result.metrics.items()})}
     if result.outputs:
         records[OUTPUTS_KEY] = to_record(result.outputs)
-    if result.client_state is not None:
-        records[CLIENT_STATE_KEY] = to_record(result.client_state)
+    if kept is not None:
+        records[CLIENT_STATE_KEY] = to_record(kept)
     return filled(RecordDict(), records)  # built from trusted values: no checks
+
+
+def encode_batch(items: Sequence[Item], done: dict[int, batched.TrainResult],
+                 plan: Sequence[str | None], cfg: Config,
+                 received_by: Callable[[ArrayRecord], State]
+                 ) -> dict[int, tuple[State, State | None] | None]:
+    """The compressed updates of the batch-trained clients whose reply is sent as it was
+    trained (no DP clipping, no injected corruption), encoded together
+    (:func:`~flowerbed.clients.compression.encode_updates`): position -> encoding. Empty
+    when the batch cannot be encoded at once (the clients are then encoded one by one,
+    which also reports a client's own error)."""
+    chosen = []
+    for pos, result in done.items():
+        vid, content = items[pos]
+        if CODEC_KEY not in content or plan[pos] is not None:
+            continue
+        arrays, config = _arrays_and_config(content)
+        if not wants_clipping(config):
+            chosen.append((pos, (result.state, result.client_state, received_by(arrays),
+                                 content, vid)))
+    if not chosen:
+        return {}
+    try:
+        out = encode_updates([job for _, job in chosen], cfg)
+    except (KeyError, ValueError, IndexError) as err:
+        log.debug("encoding the batch at once failed (%s): client by client", err)
+        return {}
+    return {pos: e for (pos, _), e in zip(chosen, out, strict=True)}
 
 
 def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
@@ -130,6 +163,7 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     batched.set_worker_threads()
     data = load_federation(cfg)
     model = skeleton(cfg, data)
+    collector.settle()  # the worker is set up (flowerbed.core.collector)
     plan = [directive(content) for _, content in items]
     # cfg.vmap: all train items at once (position -> result); the rest go one by one.
     # Clients whose work is to fail this round are not trained at all.
@@ -138,6 +172,13 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
     done = {alive[p]: r for p, r in batched.pretrain(kind, [items[p] for p in alive], cfg,
                                                          data, model).items()}
     decoded: dict[int, State] = {}
+
+    def received_by(arrays: ArrayRecord) -> State:  # each sent model decoded once, if needed
+        if id(arrays) not in decoded:
+            decoded[id(arrays)] = from_record(arrays)
+        return decoded[id(arrays)]
+
+    encoded = encode_batch(items, done, plan, cfg, received_by)
     replies: list[Item] = []
     for pos, (vid, content) in enumerate(items):
         try:
@@ -145,28 +186,23 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
             if action == FAIL:
                 raise InjectedFailure("injected client failure")
             arrays, config = _arrays_and_config(content)
-
-            def received(arrays: ArrayRecord = arrays) -> State:  # decoded once, if needed
-                if id(arrays) not in decoded:
-                    decoded[id(arrays)] = from_record(arrays)
-                return decoded[id(arrays)]
-
             if kind == "train":
                 result = done.get(pos) or train_one(vid, content, cfg, data, model,
                                                     flip=action == FLIP_LABELS)
                 if wants_clipping(config):  # Flower's client-side DP wrappers
                     result.state, result.metrics = clip_update(
-                        result.state, received(), config, dict(result.metrics))
+                        result.state, received_by(arrays), config, dict(result.metrics))
                 if action == CORRUPT:
                     result.state = corrupt_state(result.state, cfg.seed,
                                                  *round_and_attempt(content), vid)
-                reply = train_reply(result)
                 # the update compressed when the platform asks (flowerbed.core.codecs)
-                if CODEC_KEY in content:
-                    reply = compress_reply(reply, received(), content, cfg, vid)
+                code = encoded[pos] if pos in encoded else encode_update(
+                    result.state, result.client_state, received_by(arrays), content, cfg,
+                    vid) if CODEC_KEY in content else None
+                reply = train_reply(result, code)
             else:
                 x, y = data.x[vid], training_labels(data.y[vid], config)
-                m = evaluate(model, received(), x, y, device=resolve(cfg.device))
+                m = evaluate(model, received_by(arrays), x, y, device=resolve(cfg.device))
                 reply = RecordDict({"metrics": MetricRecord(
                     {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"],
                      "num-examples": m["num-examples"]})})

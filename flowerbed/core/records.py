@@ -42,4 +42,20 @@ def filled(record: D, items: Mapping[str, Any]) -> D:
     return record
 
 
-__all__ = ["all_of", "filled", "first"]
+def copied(content: D, add: Mapping[str, Any] | None = None, drop: str | None = None) -> D:
+    """A new record of ``content``'s type holding its items, minus ``drop``, plus ``add``.
+
+    Shallow (the records inside stay shared) and without Flower's per-item checks: the
+    items already passed them when they went into ``content``, and ``add`` must hold
+    values the platform built, as for :func:`filled`.
+    """
+    out = content.copy()
+    data = out.__dict__["_data"]
+    if drop is not None:
+        data.pop(drop, None)
+    if add:
+        data.update(add)
+    return out
+
+
+__all__ = ["all_of", "copied", "filled", "first"]

@@ -24,6 +24,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from flowerbed.core.arrays import fast_array, fast_numpy
+from flowerbed.core.records import copied
 
 PACK_KEY = "flowerbed.pack"
 ERROR_KEY = "flowerbed.error"  # a worker reply for a client whose work raised
@@ -176,9 +177,7 @@ def with_directive(content: RecordDict, action: str) -> RecordDict:
     A new RecordDict holding the same records, so a payload shared by many messages stays
     shared (packing stores it once) and the strategy's own message is left as it was.
     """
-    out = RecordDict(dict(content.items()))
-    out[INJECT_KEY] = ConfigRecord({"action": action})
-    return out
+    return copied(content, {INJECT_KEY: ConfigRecord({"action": action})})
 
 
 def directive(content: RecordDict) -> str | None:
@@ -193,17 +192,13 @@ def directive(content: RecordDict) -> str | None:
 def with_client_state(content: RecordDict, state: ArrayRecord) -> RecordDict:
     """``content`` plus the client's kept state (a new RecordDict: shared payloads stay
     shared)."""
-    out = RecordDict(dict(content.items()))
-    out[CLIENT_STATE_KEY] = state
-    return out
+    return copied(content, {CLIENT_STATE_KEY: state})
 
 
 def with_record(content: RecordDict, key: str, record: Record) -> RecordDict:
     """``content`` plus ``record`` under ``key`` (a new RecordDict: shared payloads stay
     shared)."""
-    out = RecordDict(dict(content.items()))
-    out[key] = record
-    return out
+    return copied(content, {key: record})
 
 
 def client_state_of(content: RecordDict) -> ArrayRecord | None:
@@ -216,4 +211,4 @@ def without_client_state(content: RecordDict) -> tuple[RecordDict, ArrayRecord |
     state = client_state_of(content)
     if state is None:
         return content, None
-    return RecordDict({k: v for k, v in content.items() if k != CLIENT_STATE_KEY}), state
+    return copied(content, drop=CLIENT_STATE_KEY), state

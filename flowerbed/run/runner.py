@@ -26,6 +26,7 @@ from flowerbed.clients.data import load_federation
 from flowerbed.clients.device import resolve
 from flowerbed.clients.models import build_model
 from flowerbed.clients.training import evaluate
+from flowerbed.core import collector
 from flowerbed.core.arrays import State, module_state, to_record
 from flowerbed.core.codecs import Codec
 from flowerbed.core.errors import ConfigError
@@ -291,8 +292,9 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
     strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
     notes = strategy_notes(strategy)
     clock = Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None
+    steps = local_steps(cfg, data.sizes, list(range(data.num_clients)))  # once, not per start
     vgrid = build_grid(cfg, strategy, transport, ledger, participation, clock,
-                       lambda k: local_steps(cfg, data.sizes, [k])[k])
+                       steps.__getitem__)
     if vgrid.adversary.active:
         log.info("threat model: attack %s by %d malicious clients %s", cfg.attack,
                  len(vgrid.adversary.malicious), vgrid.adversary.malicious.tolist())
@@ -313,6 +315,7 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
                    else run_dir.name, first_round=first_round, primary=primary_of(strategy))
     trackers.on_train_begin(info)
     status, error = "completed", None
+    collector.settle()  # set up: the collector stops scanning what lives now
     try:
         strategy.start(grid=vgrid, initial_arrays=to_record(initial),
                        num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout,

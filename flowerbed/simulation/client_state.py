@@ -17,12 +17,15 @@ from typing import Any
 
 from flwr.app import ArrayRecord
 
-from flowerbed.core.arrays import State, from_record, to_record
+from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
 
 
 class ClientStates:
+    """Each client's kept state, held as the record it arrived in: it goes back out as it
+    is (no conversion per client and round); decoded only for checkpoints and readers."""
+
     def __init__(self) -> None:
-        self._kept: dict[int, State] = {}
+        self._kept: dict[int, ArrayRecord] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -31,24 +34,24 @@ class ClientStates:
         return vid in self._kept
 
     def record_for(self, vid: int) -> ArrayRecord | None:
-        state = self._kept.get(vid)
-        return None if state is None else to_record(state)
+        return self._kept.get(vid)
 
     def keep(self, vid: int, record: ArrayRecord) -> None:
-        self._kept[vid] = from_record(record)
+        self._kept[vid] = record
 
     def get(self, vid: int) -> State | None:
-        return self._kept.get(vid)
+        record = self._kept.get(vid)
+        return None if record is None else from_record(record)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for s in self._kept.values() for a in s.values())
+        return sum(record_nbytes(r) for r in self._kept.values())
 
     def state_dict(self) -> dict[str, Any]:
-        return {str(vid): dict(state) for vid, state in sorted(self._kept.items())}
+        return {str(vid): from_record(record) for vid, record in sorted(self._kept.items())}
 
     def load_state_dict(self, doc: dict[str, Any]) -> None:
-        self._kept = {int(vid): dict(state) for vid, state in doc.items()}
+        self._kept = {int(vid): to_record(state) for vid, state in doc.items()}
 
 
 __all__ = ["ClientStates"]

@@ -31,7 +31,7 @@ from flowerbed.clients.compression import decompress
 from flowerbed.clients.injected import CORRUPT, FAIL
 from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
 from flowerbed.core.codecs import Codec
-from flowerbed.core.records import all_of, first
+from flowerbed.core.records import all_of, filled, first
 from flowerbed.core.validation import check_reply_arrays
 from flowerbed.core.wire import (
     CODEC_KEY,
@@ -350,7 +350,7 @@ class VirtualGrid(Grid):
         except (KeyError, ValueError, IndexError) as err:
             return reply, f"corrupt: undecodable {self.codec.name} payload ({err})"
         rest = {k: v for k, v in reply.items() if k != CODEC_PAYLOAD_KEY}
-        return RecordDict({"arrays": to_record(model), **rest}), None
+        return filled(RecordDict(), {"arrays": to_record(model), **rest}), None
 
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,

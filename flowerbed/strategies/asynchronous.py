@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import Result
 from flowerbed.core.arrays import State, from_record, to_record
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import non_negative, one_of, param, positive
+from flowerbed.core.records import filled
 from flowerbed.core.rng import Stream, stream
 from flowerbed.strategies.base import CentralizedParams, CentralizedStrategy, ClientUpdate
 from flowerbed.strategies.contract import Services, messages, payload
@@ -168,7 +169,7 @@ class AsyncStrategy(CentralizedStrategy):
         self.jobs += 1
         if self._content is None or self._content[0] != self.version:
             self._content = (self.version, to_record(self.global_state))
-        config = ConfigRecord({"server-round": self.jobs, "attempt": 0})
+        config = filled(ConfigRecord(), {"server-round": self.jobs, "attempt": 0})
         content = payload(self._content[1], config)  # one shared payload: carried once
         self.models.setdefault(self.version, self.global_state)  # type: ignore[arg-type]
         for node in chosen:

@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flowerbed.core.arrays import State
 from flowerbed.core.codecs import Codec
 from flowerbed.core.params import NoParams, build_params
+from flowerbed.core.records import filled
 from flowerbed.core.state import load_state, state_of
 
 if TYPE_CHECKING:
@@ -153,7 +154,10 @@ def build(cls: type, values: Mapping[str, Any], services: Services) -> Any:
 
 def payload(arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
     """A message's content in Flower's conventions: "arrays" and "config"."""
-    return RecordDict({"arrays": arrays, "config": config})
+    if not isinstance(arrays, ArrayRecord) or not isinstance(config, ConfigRecord):
+        raise TypeError(f"payload(arrays, config) takes an ArrayRecord and a ConfigRecord, "
+                        f"not {type(arrays).__name__} and {type(config).__name__}")
+    return filled(RecordDict(), {"arrays": arrays, "config": config})  # checked above
 
 
 def messages(contents: Iterable[tuple[int, RecordDict]], message_type: str, group_id: str

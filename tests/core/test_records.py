@@ -4,7 +4,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from flowerbed.core.arrays import to_record
-from flowerbed.core.records import all_of, filled, first
+from flowerbed.core.records import all_of, copied, filled, first
 
 
 def test_first_and_all_of_follow_insertion_order() -> None:
@@ -36,3 +36,17 @@ def test_filled_equals_flowers_constructors() -> None:
     assert ours == theirs
     assert ours.object_id == theirs.object_id  # same serialised content
     assert first(ours, MetricRecord)["train_loss"] == 0.25
+
+
+def test_copied_shares_records_and_leaves_the_original_alone() -> None:
+    a = to_record({"w": np.ones(2, np.float32)})
+    c = ConfigRecord({"server-round": 3})
+    content = RecordDict({"arrays": a, "config": c})
+    added = MetricRecord({"loss": 0.5})
+    out = copied(content, {"metrics": added}, drop="config")
+    assert type(out) is RecordDict and list(out.keys()) == ["arrays", "metrics"]
+    assert out["arrays"] is a and out["metrics"] is added  # shared, not copied
+    assert list(content.keys()) == ["arrays", "config"]  # the original is unchanged
+    assert out == RecordDict({"arrays": a, "metrics": added})  # what Flower would build
+    out["more"] = ConfigRecord({"x": 1})  # still a checked RecordDict afterwards
+    assert "more" not in content
