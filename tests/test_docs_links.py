@@ -40,3 +40,15 @@ def test_readme_links_every_experiment_plot() -> None:
     for name in {p.parent.name for p in pngs}:
         assert f"experiments/results/{name}/report.md" in readme
         assert re.search(rf"experiments/results/{re.escape(name)}/\w+\.png", readme), name
+
+
+CODE_PATH = re.compile(r"`((?:flowerbed|tests|benchmarks|examples|experiments)/[\w./-]+\.\w+)`")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_quoted_repository_paths_exist(page: str) -> None:
+    """A file named in backticks (`tests/x/test_y.py`) exists: files move, prose stays."""
+    path = ROOT / page
+    missing = sorted({p for p in CODE_PATH.findall(path.read_text())
+                      if not (ROOT / p).exists() and not (path.parent / p).exists()})
+    assert not missing, f"{page} names missing files: {missing}"

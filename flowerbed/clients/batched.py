@@ -141,24 +141,51 @@ class TrainResult:
     client_state: State | None = None
 
 
+# copies of one client's parameters alive while its chunk trains: the weights, their
+# gradients, the optimiser's buffer, the rule's new weights and a stacking temporary
+PARAM_COPIES = 5
+
+
+def clients_per_call(model: nn.Module, budget_mb: float) -> int:
+    """How many clients one vmapped call may train so that their stacked parameter copies
+    (:data:`PARAM_COPIES`) fit ``budget_mb`` MiB; 0 (no limit) when ``budget_mb`` is 0.
+
+    Activations are not counted: at the batch sizes of federated training they are small
+    next to the parameters of the models that need chunking (LEAF's FEMNIST CNN: 6.6 M
+    parameters, 25 MiB a copy, against a few MiB of activations for a batch of 10, so
+    32 clients a call at the default 4,096 MiB).
+    """
+    if budget_mb <= 0:
+        return 0
+    per_client = PARAM_COPIES * 4 * sum(p.numel() for p in model.parameters())
+    return max(1, int(budget_mb * 2**20 // max(per_client, 1)))
+
+
 def train_batched(model: nn.Module, jobs: Sequence[ClientJob], x_flat: torch.Tensor,
-                  y_flat: torch.Tensor, vectorised: bool = True) -> list[TrainResult]:
+                  y_flat: torch.Tensor, vectorised: bool = True, max_clients: int = 0
+                  ) -> list[TrainResult]:
     """Train every job; returns one :class:`TrainResult` per job, in order.
 
     ``x_flat``/``y_flat`` hold the data of all clients; a job's examples are
     ``x_flat[job.rows]``. Same results as ``local_train`` per client (float rounding aside).
-    Jobs are trained together when they share training parameters, rule and inputs.
-    Training runs on ``x_flat``'s device; the results are NumPy arrays (host memory).
+    Jobs are trained together when they share training parameters, rule and inputs, at
+    most ``max_clients`` in one call (0: all; chunks of clients with similar sizes, so a
+    chunk's steps are about equal). Training runs on ``x_flat``'s device; the results are
+    NumPy arrays (host memory).
     """
     out: list[TrainResult | None] = [None] * len(jobs)
     groups: dict[tuple[TrainParams, int, int], list[int]] = {}
     for j, job in enumerate(jobs):
         groups.setdefault((job.params, id(job.rule), id(job.inputs)), []).append(j)
     for (params, _, _), members in groups.items():
-        group = [jobs[j] for j in members]
-        for j, res in zip(members, _train_group(model, group, params, x_flat, y_flat,
-                                                vectorised), strict=True):
-            out[j] = res
+        step = max_clients or len(members)
+        if step < len(members):  # largest clients first: steps grow with examples
+            members = sorted(members, key=lambda j: -len(jobs[j].rows))
+        for start in range(0, len(members), step):
+            part = members[start:start + step]
+            for j, res in zip(part, _train_group(model, [jobs[j] for j in part], params,
+                                                 x_flat, y_flat, vectorised), strict=True):
+                out[j] = res
     return [r for r in out if r is not None]
 
 
@@ -414,7 +441,8 @@ def pretrain(kind: str, items: Sequence[Item], cfg: Config, data: FederatedData,
     if not jobs:
         return {}
     try:
-        results = train_batched(model, jobs, x_flat, y_flat)
+        results = train_batched(model, jobs, x_flat, y_flat,
+                                max_clients=clients_per_call(model, cfg.vmap_memory_mb))
     except Exception as err:
         log.warning("batched training failed (%s: %s); training this batch sequentially",
                     type(err).__name__, err)

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from flowerbed.clients.batched import ClientJob, train_batched, vmap_supported
+from flowerbed.clients import batched
+from flowerbed.clients.batched import (
+    ClientJob,
+    clients_per_call,
+    train_batched,
+    vmap_supported,
+)
 from flowerbed.clients.training import TrainParams, client_rng, local_train
 from flowerbed.core.arrays import module_state
 
@@ -87,3 +93,38 @@ def test_conv_model_matches_sequential() -> None:
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 1 * 2, 3))
     p = TrainParams(lr=0.1, momentum=0.9, local_epochs=1, batch_size=4)
     _check(model, [5, 9, 4], [p] * 3)
+
+
+def test_chunks_of_clients_train_as_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_clients = 3 of 7 unequal clients (momentum): three calls of <= 3 clients, the
+    largest clients together, and the same models and metrics as one call for all."""
+    x, y, rows = _clients([5, 17, 9, 30, 2, 12, 21])
+    model, p = _mlp(), TrainParams(lr=0.1, local_epochs=1, batch_size=4, momentum=0.5)
+
+    def jobs() -> list[ClientJob]:
+        base = module_state(model)
+        return [ClientJob({k: v + 0.01 * i for k, v in base.items()}, r, p,
+                          client_rng(7, 3, i)) for i, r in enumerate(rows)]
+
+    calls: list[list[int]] = []
+    real = batched._train_group
+
+    def spy(model: nn.Module, group: list[ClientJob], *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(sorted(len(j.rows) for j in group))
+        return real(model, group, *args, **kwargs)
+
+    whole = train_batched(model, jobs(), x, y)
+    monkeypatch.setattr(batched, "_train_group", spy)
+    chunked = train_batched(model, jobs(), x, y, max_clients=3)
+    assert calls == [[17, 21, 30], [5, 9, 12], [2]]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.metrics == pytest.approx(b.metrics, abs=1e-6)
+        for k in a.state:
+            np.testing.assert_allclose(a.state[k], b.state[k], atol=1e-6)
+
+
+def test_clients_per_call_fits_the_budget() -> None:
+    model = _mlp()  # 6*5 + 5 + 5*3 + 3 = 53 parameters: 5 copies of 212 bytes a client
+    assert clients_per_call(model, 0) == 0
+    assert clients_per_call(model, 1) == 2**20 // (5 * 4 * 53)
+    assert clients_per_call(nn.Linear(2**20, 1), 1) == 1  # a client over budget still trains
