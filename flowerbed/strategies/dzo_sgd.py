@@ -33,7 +33,7 @@ how late they arrive. D-SGD sends a model per directed edge instead.
 Pinned to the authors' code (github.com/ezelikman/justonebyte, ``app.py``:
 ``update_weights``, ``request_grads_from_all_machines``, ``apply_all_grads``), where every
 machine asks every other one for its scalars each iteration (an all-to-all exchange,
-i.e. the complete topology here). The flooding over sparser graphs is our extension, as
+i.e. the complete topology here). The relaying over sparser graphs is our extension, as
 are local steps between exchanges and the 1/n weights (their step is lr / sqrt(total
 samples) per projected gradient, all taken at the iteration's model). Time-varying
 topologies are refused: the relay trees need a fixed graph. Unavailable nodes do not
