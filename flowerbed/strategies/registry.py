@@ -20,6 +20,7 @@ STRATEGIES: dict[str, str] = {
     "fedsam": "flowerbed.strategies.fedsam:FedSAM",
     "fedspeed": "flowerbed.strategies.fedspeed:FedSpeed",
     "zo-sgd": "flowerbed.strategies.zo_sgd:ZOSGD",
+    "dzo-sgd": "flowerbed.strategies.dzo_sgd:DZOSGD",
     "fedamd": "flowerbed.strategies.fedamd:FedAMD",
     "paris": "flowerbed.strategies.paris:Paris",
     "dsgd": "flowerbed.strategies.dsgd:DSGD",

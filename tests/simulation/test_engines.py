@@ -36,13 +36,17 @@ TINY: dict[str, Any] = {
     "fraction-train": 0.5, "k-active": 2, "eval-nodes": 3, "trainers": 3, "aggregators": 2,
     "experts": 2, "router-epochs": 2, "degree": 2, "progress": False, "wandb": False,
 }
-# what a strategy refuses in TINY (scaffold, zo-sgd: local momentum)
-REFUSED: dict[str, dict[str, Any]] = {"scaffold": {"momentum": 0.0}, "zo-sgd": {"momentum": 0.0}}
+# what a strategy refuses in TINY (scaffold, zo-sgd, dzo-sgd: local momentum)
+REFUSED: dict[str, dict[str, Any]] = {"scaffold": {"momentum": 0.0}, "zo-sgd": {"momentum": 0.0},
+                                      "dzo-sgd": {"momentum": 0.0}}
 COMPARED = ("test_accuracy", "test_loss", "train_loss")
 # One SuperNode per client costs ~30-40 s of Flower/Ray start-up per run on 2 cores; to
 # stay in the CI budget it runs for one strategy of each kind (shared global model,
-# per-node models, k slots); the packed path runs for every registered strategy.
-UNPACKED = ("fedavg", "dsgd", "teleportation")
+# per-node models, k slots). The shared-model one is scaffold, a client rule with kept
+# per-client state (c_i), every client training in both rounds so that round 2 uses the
+# c_i each client's own SuperNode kept from round 1: FedAvg's path is a subset of it.
+UNPACKED = ("scaffold", "dsgd", "teleportation")
+UNPACKED_EXTRA: dict[str, dict[str, Any]] = {"scaffold": {"fraction-train": 1.0}}
 # A packed `flwr run` costs ~20 s a strategy; it runs for one strategy of each code path
 # through the Flower transport (in-process, every registered strategy runs above): shared
 # global model (fedavg), per-round bookkeeping (fedau), experts (paris), per-node models
@@ -128,8 +132,9 @@ def test_packed_flwr_run_equals_in_process(name: str, link: LocalSuperLink,
 @pytest.mark.parametrize("name", sorted(set(STRATEGIES) & set(UNPACKED)))
 def test_unpacked_flwr_run_equals_in_process(name: str, link: LocalSuperLink,
                                              tmp_path: Path) -> None:
-    unpacked = _flwr_run(link, name, tmp_path, supernodes=NUM_CLIENTS, workers=0)
-    _assert_same(unpacked, _in_process(name, tmp_path))
+    extra = UNPACKED_EXTRA.get(name, {})
+    unpacked = _flwr_run(link, name, tmp_path, supernodes=NUM_CLIENTS, workers=0, **extra)
+    _assert_same(unpacked, _in_process(name, tmp_path, **extra))
 
 
 @pytest.mark.slow

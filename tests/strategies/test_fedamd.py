@@ -1,13 +1,18 @@
 """FedAMD through the platform equals a NumPy reference on the quadratic (one point per
-client: every gradient is y - c_i exactly); anchors send a gradient and no model."""
+client: every gradient is y - c_i exactly); anchors send a gradient and no model. The
+rules follow the authors' code (github.com/HarliWu/FedAMD): every client's bullseye first,
+SARAH miners started at the mean bullseye, a uniform mean of the miners."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord
 
 from flowerbed.clients.quadratic import centers_and_points
+from flowerbed.core.arrays import to_record
+from flowerbed.core.wire import INPUTS_KEY, RULE_KEY
 from flowerbed.run.config import parse_run_config
 from flowerbed.run.runner import run_experiment
 from flowerbed.strategies.base import ClientUpdate
@@ -63,6 +68,30 @@ def test_roles_and_aggregate_by_hand() -> None:
     ups = [ClientUpdate(0, {}, 5.0, {}, {"w": np.array([2.0, 0.0], np.float32)}),
            ClientUpdate(1, {"w": np.array([3.0, 1.0], np.float32)}, 1.0, {}, None),
            ClientUpdate(2, {"w": np.array([0.0, 1.0], np.float32)}, 3.0, {}, None)]
-    new = s.aggregate(5, x, ups)  # the anchor's 5 examples do not weigh in
-    np.testing.assert_allclose(new["w"], [1.0 + (2.0 * 1 - 1.0 * 3) / 4, 1.0])
+    new = s.aggregate(5, x, ups)  # the anchor does not move x; miners: uniform mean
+    np.testing.assert_allclose(new["w"], [1.0 + (2.0 - 1.0) / 2, 1.0])
     np.testing.assert_allclose(s.target()["w"], [2.0, 0.0])
+
+
+class _Grid:
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def test_warmup_asks_every_client_then_samples() -> None:
+    """Warm-up: every available client computes its bullseye on its whole dataset (the
+    authors' initialisation), whatever fraction-train is; later rounds sample."""
+    s = FedAMD(FedAMD.Params(fraction_train=0.25, anchor_probability=0.0,
+                             anchor_warmup_rounds=1), Services(num_nodes=8, seed=1))
+    arrays: ArrayRecord = to_record({"w": np.zeros(2, np.float32)})
+    first = list(s.configure_train(1, arrays, ConfigRecord(), _Grid(list(range(8)))))
+    assert sorted(m.metadata.dst_node_id for m in first) == list(range(8))
+    cfg = first[0].content["config"]
+    assert cfg[RULE_KEY] == "fedamd-anchor" and cfg["local-steps"] == 1
+    assert cfg["batch-size"] >= 2**31 - 1  # capped at each client's data size: full batch
+    later = list(s.configure_train(2, arrays, ConfigRecord(), _Grid(list(range(8)))))
+    assert len(later) == 2 and later[0].content["config"][RULE_KEY] == "fedamd-miner"
+    assert INPUTS_KEY in later[0].content  # the miners' target g

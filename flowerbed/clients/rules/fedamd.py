@@ -2,24 +2,22 @@
 Learning with Partial Client Participation", ICML 2023): anchors and miners.
 
 - Anchor (:class:`AnchorClient`): one gradient of its loss at the downloaded x on a large
-  batch (the strategy sets ``batch-size`` to ``anchor-batch-size`` and ``local-steps`` to
-  1 in the anchor's train config), its "bullseye" b_i = grad f_i(x; B). It sends b_i and no
-  model.
+  batch (the strategy sets ``batch-size`` to ``anchor-batch-size``, by default the whole
+  local dataset, and ``local-steps`` to 1 in the anchor's train config), its "bullseye"
+  b_i = grad f_i(x; B). It sends b_i and no model.
 - Miner (:class:`MinerClient`): K small-batch steps guided by the server's target
-  g = mean_i b_i (the message's ``rule-inputs``) through a recursive variance-reduced
-  direction: v_0 = g, and at step s >= 1 on mini-batch b_s
+  g = mean_i b_i (the message's ``rule-inputs``) through a recursive (SARAH-type)
+  direction: v_0 = g, and at step s >= 1 on mini-batch b_s, both gradients on that batch,
 
       v_s = grad f_i(y_s; b_s) - grad f_i(y_{s-1}; b_s) + v_{s-1},     y_{s+1} = y_s - lr v_s.
 
   It sends y_K, as FedAvg's clients do. Momentum, weight decay and FedProx's mu apply to
-  v_s as in the platform's local SGD.
+  v_s as in the platform's local SGD (the authors' runs use none of them).
 
-Our reading, not verified: the paper's pseudocode was not retrievable here and no official
-code was found in the stored index. The recursive (SARAH-type) direction started at the
-average bullseye is our reading of "each local update is indirectly regulated by the
-global target derived from the average of clients' bullseyes" and of the paper's
-comparison with BVR-L-SGD (whose local direction is recursive); step 0 takes v_0 = g
-without a gradient (its mini-batch is drawn but unused).
+Pinned to the authors' code (github.com/HarliWu/FedAMD, ``algo/fedamd.py``:
+``fedamd_train_iter`` for the miner, ``compute_grad`` for the anchor). There, step 0 also
+evaluates both gradients, at the same point, so v_0 = g exactly; here step 0 takes
+v_0 = g without computing them (its mini-batch is drawn but unused), the same arithmetic.
 """
 
 from __future__ import annotations
