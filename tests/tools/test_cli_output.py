@@ -86,7 +86,8 @@ def test_check_shows_no_hugging_face_progress_bars_unless_verbose(tmp_path: Path
     (folder / "train.csv").write_text("a,b,y\n" + "".join(f"{i % 5}.5,{i}.0,{i % 2}\n"
                                                           for i in range(40)))
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
-    env.pop("FLOWERBED_VERBOSITY", None)
+    for leaked in ("FLOWERBED_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        env.pop(leaked, None)  # set by the in-process CLI calls of other tests
     out = subprocess.run([sys.executable, "-m", "flowerbed.tools.cli", *([flag] if flag else []),
                           "check", "-c", f"dataset='hf:{folder}' label-column='y' "
                           "num-clients=2 partitioner='iid'"], cwd=ROOT, env=env, text=True,
