@@ -12,7 +12,7 @@ the rounds after the first (wall time of rounds 2..R), the best of two interleav
 - ``fedbuff``: FedBuff with K = 100, concurrency C = 1,000 (every client always busy), on
   the same profiles; a client-round is a reply applied (K per server round).
 
-Targets of issue 17: fedavg-clock >= 0.9x fedavg, fedbuff >= 0.7x fedavg. Writes
+Targets: fedavg-clock >= 0.9x fedavg, fedbuff >= 0.7x fedavg. Writes
 ``benchmarks/results/async.{md,json}``.
 """
 

@@ -52,3 +52,27 @@ def test_quoted_repository_paths_exist(page: str) -> None:
     missing = sorted({p for p in CODE_PATH.findall(path.read_text())
                       if not (ROOT / p).exists() and not (path.parent / p).exists()})
     assert not missing, f"{page} names missing files: {missing}"
+
+
+# notes kept outside the repository, and the tracker's issue numbers: a reader has neither
+OUTSIDE = re.compile(r"\.\./shared|DESIGN\.md|FLOWER-NOTES|ALGORITHMS\.md|\bissues? #?\d+",
+                     re.IGNORECASE)
+STANDALONE = [*PAGES, *(str(p.relative_to(ROOT)) for d in ("flowerbed", "benchmarks", "tests",
+                                                          "experiments", "examples")
+                        for p in sorted((ROOT / d).rglob("*"))
+                        if p.suffix in (".py", ".toml", ".md") and p.is_file())]
+
+
+def test_outside_references_are_caught() -> None:
+    for text in ("see ../shared/DESIGN.md", "FLOWER-NOTES 3", "as in ALGORITHMS.md",
+                 "Experiment 1 (issue 5)", "issues 8"):
+        assert OUTSIDE.search(text), text
+    assert not OUTSIDE.search("the design of the issue tracker; 5 issues")
+
+
+def test_the_project_stands_alone() -> None:
+    """README, docs, reports, experiment files and code cite nothing outside the repository
+    (this file excepted: it names what it looks for)."""
+    found = {page: OUTSIDE.findall((ROOT / page).read_text(errors="replace"))
+             for page in sorted(set(STANDALONE)) if page != "tests/test_docs_links.py"}
+    assert not {k: v for k, v in found.items() if v}

@@ -1,4 +1,10 @@
-"""The Flower ServerApp: validate the run config, then run the experiment on the grid."""
+"""The Flower ServerApp: validate the run config, then run the experiment on the grid.
+
+The run's modules (torch and the runner) are imported when the run starts, not with this
+module: ``flwr-simulation`` loads the ServerApp and the ClientApp under one lock, and the
+ClientApp's load is what it waits for before it starts Ray; a light module here lets Ray
+start while the ServerApp imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import ctypes
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.core.errors import ConfigError
-from flowerbed.run.config import parse_run_config
 from flowerbed.run.logging_setup import setup_logging
-from flowerbed.run.runner import RunResult, run_experiment
+
+if TYPE_CHECKING:
+    from flowerbed.run.runner import RunResult
 
 log = logging.getLogger("flowerbed")
 
@@ -52,6 +59,9 @@ def serve(grid: Grid | None, run_config: Mapping[str, Any]) -> RunResult:
     """Validate Flower's run config and run it. A value that cannot work (found while parsing
     or while building the run) is logged first, as one ERROR line naming key and value, so
     it heads what the run prints, before Flower's traceback."""
+    from flowerbed.run.config import parse_run_config
+    from flowerbed.run.runner import run_experiment
+
     try:
         return run_experiment(parse_run_config(dict(run_config)), grid)
     except ConfigError as err:

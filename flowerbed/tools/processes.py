@@ -128,6 +128,22 @@ def running(pids: list[int], name: str) -> list[int]:
     return out
 
 
+def group_alive(pgid: int, wait: float = 0.0, poll: float = 0.02) -> bool:
+    """Whether a process of group ``pgid`` is left after waiting up to ``wait`` s for
+    the group to empty (returns as soon as it is)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # a member we may not signal: still a member
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(poll)
+
+
 def wait_gone(link: Link, timeout: float, poll: float = 0.2) -> list[int]:
     """Poll until no process of the link is left or ``timeout`` passed; those left."""
     deadline = time.monotonic() + timeout

@@ -1,12 +1,13 @@
 """A local simulation SuperLink that we start and stop ourselves, by PID.
 
 ``flwr run`` against the magic local connection starts a ``flower-superlink`` daemon on a
-fixed port and leaves it running, with whatever settings the first run had (FLOWER-NOTES
-1 and 4). flowerbed instead starts its own on free ports with runtime dependency
-installation off (the venv's packages are used: no CUDA torch downloads), points
-``flwr`` at it through ``FLWR_LOCAL_*_PORT`` and a private ``FLWR_HOME``, and stops its
-whole process group at the end, waiting (bounded) until every process it spawned is gone
-(:mod:`flowerbed.tools.processes`); a watchdog does that too if our process is killed.
+fixed port and leaves it running, with whatever settings the first run had (runtime
+dependency installation on, for one). flowerbed instead starts its own on free ports with
+runtime dependency installation off (the venv's packages are used: no CUDA torch
+downloads), points ``flwr`` at it through ``FLWR_LOCAL_*_PORT`` and a private
+``FLWR_HOME``, and stops its whole process group at the end, waiting (bounded) until every
+process it spawned is gone (:mod:`flowerbed.tools.processes`); a watchdog does that too if
+our process is killed. The run's final status is read over the SuperLink's Control API.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from flowerbed.core.params import toml_value
 from flowerbed.tools.processes import (
     MARKER_ENV,
     Link,
+    group_alive,
     reap,
     running,
     start_watchdog,
@@ -43,6 +45,13 @@ log = logging.getLogger(__name__)
 
 
 BIN_DIR = str(Path(sys.executable).parent)  # the venv's bin: flwr, flower-superlink, ...
+
+# Ray settings for the simulation the SuperLink runs (read by its raylet from the
+# environment). Ray starts one idle Python worker per CPU when it starts and when the
+# first driver connects; Flower's actors never use them (they need the job's runtime
+# environment, so Ray starts a worker of their own), and on two cores the idle ones
+# only take CPU from the ServerApp and the actor while the run starts.
+RAY_ENV = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
 def free_port() -> int:
@@ -138,6 +147,8 @@ class LocalSuperLink:
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             MARKER_ENV: self.marker,
         })
+        for key, value in RAY_ENV.items():  # the user's own settings win
+            env.setdefault(key, value)
         return env
 
     def healthy(self) -> bool:
@@ -212,12 +223,13 @@ class LocalSuperLink:
                 self.proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-            # the leader is gone; make sure no child of the group survives it
-            time.sleep(0.5)
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            # the leader is gone; its children get a moment to follow, then no child of
+            # the group survives it
+            if group_alive(pgid, wait=0.5):
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             break
 
     def flwr(self, *args: str, capture: bool = False, timeout: float | None = None
@@ -298,7 +310,34 @@ class LocalSuperLink:
             return None
 
     def run_status(self, run_id: int) -> tuple[str, str]:
-        """(status, details) of a run, e.g. ('finished:completed', '')."""
+        """(status, details) of a run, e.g. ('finished:completed', ''): asked over the
+        SuperLink's Control API from this process (``flwr ls`` would start a process that
+        imports Flower's CLI first, 1-3 s on two cores); ``flwr ls`` if that fails."""
+        try:
+            return self._control_run_status(run_id)
+        except Exception as err:  # e.g. a Flower whose internals moved: the CLI still works
+            log.debug("Control API status of run %d failed (%s); asking flwr ls", run_id, err)
+        return self._flwr_ls_status(run_id)
+
+    def _control_run_status(self, run_id: int) -> tuple[str, str]:
+        from flwr.proto.control_pb2 import ListRunsRequest
+        from flwr.supercore.control import ControlHttpClient
+        from flwr.supercore.interceptors.http.runtime_version import (
+            RuntimeVersionHttpInterceptor,
+        )
+
+        client = ControlHttpClient.from_server_address(
+            f"127.0.0.1:{self.http_port}", insecure=True, root_certificates=None,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
+        try:
+            status = client.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id].status
+        finally:
+            client.close()
+        # as flwr ls shows it: 'status:sub-status', or 'status' alone
+        text = f"{status.status}:{status.sub_status}" if status.sub_status else status.status
+        return str(text), str(status.details)
+
+    def _flwr_ls_status(self, run_id: int) -> tuple[str, str]:
         out = self.flwr("ls", "--run-id", str(run_id), "--format", "json", capture=True)
         try:
             runs = json.loads(out.stdout)["runs"]
@@ -307,13 +346,14 @@ class LocalSuperLink:
         run = runs[0]
         return str(run.get("status")), str(run.get("status-details", ""))
 
-    def wait_finished(self, run_id: int, timeout: float = 3600.0) -> tuple[str, str]:
+    def wait_finished(self, run_id: int, timeout: float = 3600.0, poll: float = 0.2
+                      ) -> tuple[str, str]:
         deadline = time.monotonic() + timeout
         while True:
             status, details = self.run_status(run_id)
             if status.startswith("finished") or time.monotonic() > deadline:
                 return status, details
-            time.sleep(1.0)
+            time.sleep(poll)
 
     def __enter__(self) -> LocalSuperLink:
         return self.start()

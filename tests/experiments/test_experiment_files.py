@@ -61,3 +61,23 @@ def test_experiment_command_writes_the_report(tmp_path: Path) -> None:
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "outputs" / "experiments" / "tiny-exp" / "runs").is_dir()
     assert main(["experiment", "nope", "--experiments", str(exp)]) == 2
+
+
+def test_the_paris_report_judges_the_router_run_by_its_routed_ensemble() -> None:
+    """The committed paris-experts report gives the isolated experts + router its routed
+    ensemble's accuracy (the experts' parameter average is far lower and is not the model
+    it serves), the mean over its seeds' final values in results.jsonl."""
+    import json
+    import statistics
+
+    folder = EXPERIMENTS / "results" / "paris-experts"
+    rows = [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
+    routed = [r for r in rows if r["config"] == "isolated experts + router"]
+    assert len(routed) == 3 and {r["primary"]["metric"] for r in routed} == {
+        "ensemble_accuracy"}
+    mean = statistics.mean(r["final"]["ensemble_accuracy"] for r in routed)
+    assert mean > statistics.mean(r["final"]["averaged_accuracy"] for r in routed) + 0.2
+    line = next(ln for ln in (folder / "report.md").read_text().splitlines()
+                if ln.startswith("| isolated experts + router |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert "`ensemble_accuracy`" in cells[2] and cells[3].startswith(f"{mean:.4f} ")

@@ -85,14 +85,30 @@ def test_flowerbed_run_end_to_end_on_ray(tmp_path: Path) -> None:
     assert "fraction_evaluate is set to 0.0" in stream and "round   2/2" in stream
 
 
+def test_ray_prestart_is_off_unless_the_user_sets_it(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """Ray's idle prestarted workers are never used by Flower's actors: off by default."""
+    monkeypatch.delenv("RAY_enable_worker_prestart", raising=False)
+    monkeypatch.setenv("RAY_prestart_worker_first_driver", "1")
+    env = LocalSuperLink(tmp_path).env
+    assert env["RAY_enable_worker_prestart"] == "0"
+    assert env["RAY_prestart_worker_first_driver"] == "1"  # the user's own value
+
+
 @pytest.mark.slow
-def test_raw_flwr_run_failure_is_reported_as_failed(tmp_path: Path) -> None:
+def test_raw_flwr_run_failure_is_reported_as_failed(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`flwr run` exits 0 when the ServerApp fails; the run status says failed, with the
-    config error visible in the stream."""
+    config error visible in the stream. The status comes from the Control API in this
+    process, without a `flwr ls` process."""
+    def no_flwr_ls(self: LocalSuperLink, run_id: int) -> tuple[str, str]:
+        raise AssertionError("flwr ls was started")
+
+    monkeypatch.setattr(LocalSuperLink, "_flwr_ls_status", no_flwr_ls)
     with LocalSuperLink(tmp_path / "flwr-home", cwd=ROOT) as link:
         out = link.flwr("run", ".", "--stream", "--run-config", "lr=-1", capture=True,
                         timeout=300)
-        assert out.returncode == 0  # Flower's behaviour (FLOWER-NOTES 3)
+        assert out.returncode == 0  # Flower's: flwr run exits 0 when the ServerApp fails
         assert "lr = -1.0 is invalid" in out.stdout + out.stderr
         run_id = int(next(w for line in out.stdout.splitlines() if "started run" in line
                           for w in line.split() if w.isdigit()))

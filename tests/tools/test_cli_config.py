@@ -26,3 +26,13 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         resolve_config(ROOT, [str(tmp_path / "nope.toml")])
     assert "nope.toml" in str(err.value) and "cannot read this run-config file" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_help_says_c_takes_a_file_and_repeats(command: str) -> None:
+    from flowerbed.tools.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    text = " ".join(sub.format_help().split())
+    assert "run-config file (*.toml)" in text and "later wins" in text

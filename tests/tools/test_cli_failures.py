@@ -50,7 +50,7 @@ def test_run_config_files_round_trip_through_flowers_parser(tmp_path):
 def test_a_serverapp_failure_makes_flowerbed_run_exit_non_zero(tmp_path):
     """An Erdos-Renyi graph that is never connected passes the pre-flight checks (config,
     data, model) but not the ServerApp, which samples the topology: `flwr run` itself exits
-    0 (FLOWER-NOTES 3), and flowerbed must still exit non-zero from the run's final status."""
+    0 (Flower's behaviour), and flowerbed must still exit non-zero from the run's final status."""
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
         [str(FLOWERBED), "run", str(APP), "-c",

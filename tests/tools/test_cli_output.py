@@ -68,3 +68,31 @@ def test_small_runs_get_one_ray_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     large = parse_run_config(tiny(num_clients=101))
     assert cli.default_federation(small) == ["num-supernodes=4 client-resources-num-cpus=4"]
     assert cli.default_federation(large) == ["num-supernodes=4 client-resources-num-cpus=1"]
+
+
+@pytest.mark.parametrize("flag", ["", "-v"])
+def test_check_shows_no_hugging_face_progress_bars_unless_verbose(tmp_path: Path,
+                                                                 flag: str) -> None:
+    """A fresh datasets cache makes datasets build the split and show progress bars while
+    it does; `check` shows them only with -v."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "train.csv").write_text("a,b,y\n" + "".join(f"{i % 5}.5,{i}.0,{i % 2}\n"
+                                                          for i in range(40)))
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    for leaked in ("FLOWERBED_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        env.pop(leaked, None)  # set by the in-process CLI calls of other tests
+    out = subprocess.run([sys.executable, "-m", "flowerbed.tools.cli", *([flag] if flag else []),
+                          "check", "-c", f"dataset='hf:{folder}' label-column='y' "
+                          "num-clients=2 partitioner='iid'"], cwd=ROOT, env=env, text=True,
+                         capture_output=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    bars = "examples/s" in out.stderr
+    assert bars == (flag == "-v"), out.stderr[-2000:]
+    assert out.stdout.splitlines()[0].startswith("run config OK:")

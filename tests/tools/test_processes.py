@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
-from flowerbed.tools.processes import MARKER_ENV, Link, reap, wait_gone
+from flowerbed.tools.processes import MARKER_ENV, Link, group_alive, reap, wait_gone
 from tests.conftest import ROOT
 
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
@@ -103,3 +104,21 @@ def test_an_orphan_without_the_marker_is_still_reaped() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=20)
+
+
+def test_group_alive_returns_as_soon_as_the_group_is_empty() -> None:
+    """The stop waits for the SuperLink's group to empty, not a fixed time."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            start_new_session=True)
+    try:
+        assert group_alive(proc.pid)  # a member is there
+        assert group_alive(proc.pid, wait=0.3)  # and stays: the whole wait is used
+        proc.kill()
+        proc.wait(timeout=20)
+        started = time.monotonic()
+        assert not group_alive(proc.pid, wait=30.0)
+        assert time.monotonic() - started < 5.0  # returned at once, not after 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -3,12 +3,18 @@
 W&B never kills or hangs a run: with no API key (or ``WANDB_MODE=offline``) it logs
 offline to a folder that ``wandb sync`` uploads later; an online init that fails falls back
 to offline with one warning.
+
+``wandb.init`` (importing wandb, starting its service process) takes 1.5-3 s on two cores;
+it runs in a thread while the run evaluates round 0 and waits for its first round, which
+is when a ``flwr run`` waits for its Ray worker to start. Rounds that end before it is
+ready are kept and logged, in order, once it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +45,39 @@ class WandbTracker(Tracker):
         self.project = project
         self.group = group or None
         self.run: Any = None
+        self._starting: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._pending: list[dict[str, Any]] = []  # rounds that ended before the init
 
     def on_train_begin(self, info: RunInfo) -> None:
+        self.info = info
+        self._starting = threading.Thread(target=self._init_in_thread, args=(info,),
+                                          name="wandb-init", daemon=True)
+        self._starting.start()
+
+    def _init_in_thread(self, info: RunInfo) -> None:
+        try:
+            self._init(info)
+        except BaseException as err:  # handed to the run's thread by _ready()
+            self._error = err
+
+    def _ready(self, wait: bool) -> bool:
+        """Whether the run is initialised (``wait``: wait for it); raises its init error."""
+        if self._starting is not None:
+            if self._starting.is_alive() and not wait:
+                return False
+            self._starting.join()
+            self._starting = None
+            if self._error is not None:
+                raise self._error
+            for record in self._pending:
+                self._log(record)
+            self._pending.clear()
+        return self.run is not None
+
+    def _init(self, info: RunInfo) -> None:
         import wandb
 
-        self.info = info
         mode = choose_mode()
         kwargs = dict(project=self.project, group=self.group, name=info.name,
                       config=info.config, dir=str(info.run_dir), reinit="finish_previous")
@@ -60,13 +94,17 @@ class WandbTracker(Tracker):
         log.info("W&B run %s (%s) in %s", self.run.id, mode, info.run_dir)
 
     def after_round(self, record: dict[str, Any]) -> None:
-        if self.run is None:
-            return
+        if self._ready(wait=False):
+            self._log(record)
+        elif self._starting is not None:
+            self._pending.append(dict(record))
+
+    def _log(self, record: dict[str, Any]) -> None:
         self.run.log({k: v for k, v in record.items() if isinstance(v, int | float)},
                      step=int(record["round"]))
 
     def on_train_end(self, summary: dict[str, Any]) -> None:
-        if self.run is None:
+        if not self._ready(wait=True):
             return
         import wandb
 
