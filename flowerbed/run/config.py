@@ -202,6 +202,10 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("codec", cfg.codec, "cannot be combined with an attack yet (the "
                           "threat model crafts models, the codec sends encoded updates)")
     cls = strategy_class(name)
+    if cfg.attack_per_neighbour and not getattr(cls, "peer_views", False):
+        raise ConfigError("attack-per-neighbour", True, f"needs a decentralized strategy that "
+                          f"mixes the models each node received (dsgd, monna, clipped-gossip, "
+                          f"sybilwall, bristle), not {name!r}")
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
     if hasattr(cls, "check_run"):
         cls.check_run(values)

@@ -23,6 +23,8 @@ from flowerbed.simulation.faults import FaultPlan
 from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation import Participation
 from flowerbed.simulation.virtual_grid import VirtualGrid
+from flowerbed.strategies.contract import Services
+from flowerbed.strategies.dsgd import DSGD, DSGDParams
 from tests.conftest import tiny
 from tests.run.test_checkpoint import Crash, config, metrics
 
@@ -269,3 +271,92 @@ def test_an_attacked_run_resumes_exactly(tmp_path, strategy):
                                            **{"resume-from": str(run_dir)})))
     assert metrics(run_dir) == metrics(ref.run_dir)
     assert sum(r.get("malicious_updates", 0) for r in metrics(run_dir)) > 0
+
+
+# --- a different crafted model per neighbour (attack-per-neighbour) ----------------------------
+
+# rows = nodes 0..3 (node 3 malicious): all sent 0, honest half steps = HONEST, node 3's row
+# already crafted (its one model for everyone)
+SENT = np.zeros((4, 3))
+TRAINED = np.vstack([HONEST, [[-50.0, -50.0, -50.0]]])
+
+
+def test_per_neighbour_alie_reads_each_receivers_view():
+    adv = adversary("alie", per_neighbour=True)
+    # receiver 0 hears 1 and 3: view {0, 1, 3}, honest rows 0 and 1: mu = (2, 2, 2),
+    # sample std = (sqrt 2, 0, sqrt 2); n = 3, f = 1: s = 1, z = Phi^-1(2/3)
+    z = alie_z(3, 1)
+    to0 = adv.neighbour_views(1, 0, np.array([1, 3]), SENT, TRAINED)
+    assert set(to0) == {1}  # position of sender 3; the honest sender 1 is left as it is
+    np.testing.assert_allclose(to0[1], [2 - z * np.sqrt(2), 2.0, 2 - z * np.sqrt(2)])
+    # receiver 2 hears only 3: its view's one honest update is its own, (2, 2, 2)
+    to2 = adv.neighbour_views(1, 2, np.array([3]), SENT, TRAINED)
+    np.testing.assert_allclose(to2[0], [2.0, 2.0, 2.0])
+    # relative to what the malicious sender held before its step
+    moved = adv.neighbour_views(1, 2, np.array([3]), SENT + 10.0, TRAINED + 10.0)
+    np.testing.assert_allclose(moved[0], [12.0, 12.0, 12.0])
+    assert adv.neighbour_views(1, 0, np.array([1, 2]), SENT, TRAINED) == {}  # all honest
+    assert adversary("alie").neighbour_views(1, 0, np.array([1, 3]), SENT, TRAINED) == {}
+
+
+def test_per_neighbour_gaussian_draws_one_model_per_edge():
+    adv = adversary("gaussian", noise_std=2.0, per_neighbour=True)
+    sent, trained = np.zeros((4, 2000)), np.ones((4, 2000))
+    to0 = adv.neighbour_views(5, 0, np.array([3]), sent, trained)[0]
+    to1 = adv.neighbour_views(5, 1, np.array([3]), sent, trained)[0]
+    assert to0.std() == pytest.approx(2.0, rel=0.05) and not np.allclose(to0, to1)
+    np.testing.assert_array_equal(to0, adv.neighbour_views(5, 0, np.array([3]), sent,
+                                                           trained)[0])  # seeded per edge
+    assert not np.allclose(to0, adv.neighbour_views(6, 0, np.array([3]), sent, trained)[0])
+
+
+def test_per_neighbour_config_checks():
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # nothing per receiver
+        parse_run_config(tiny(strategy="dsgd", attack="sign-flip", byzantine_count=1,
+                              attack_per_neighbour=True))
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # no neighbours
+        parse_run_config(tiny(attack="alie", byzantine_count=1, attack_per_neighbour=True))
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # mixes slots, not nodes
+        parse_run_config(tiny(strategy="teleportation", attack="alie", byzantine_count=1,
+                              attack_per_neighbour=True))
+
+
+@pytest.mark.parametrize("strategy", ["dsgd", "monna"])
+def test_two_neighbours_receive_different_models_and_honest_ones_the_same(strategy):
+    cfg = parse_run_config(tiny(strategy=strategy, attack="gaussian", byzantine_count=2,
+                                attack_per_neighbour=True, num_server_rounds=2,
+                                topology="ring"))
+    res = run_experiment(cfg)
+    s, bad = res.strategy, Adversary.from_config(cfg).malicious
+    j = int(bad[0])
+    left, right = (j - 1) % 10, (j + 1) % 10  # the ring: j sends to both
+    rows = s.x + 1.0
+    to_left = s.peer_rows(left, np.array([j]), rows)[0]
+    to_right = s.peer_rows(right, np.array([j]), rows)[0]
+    assert not np.allclose(to_left, to_right)
+    assert np.linalg.norm(to_left - rows[j]) > 10  # a fresh N(0, 1) draw over the model
+    honest = int(np.setdiff1d(np.arange(10), bad)[0])
+    for receiver in ((honest - 1) % 10, (honest + 1) % 10):
+        np.testing.assert_array_equal(s.peer_rows(receiver, np.array([honest]), rows)[0],
+                                      rows[honest])
+    # the run differs from one where every neighbour gets the same crafted model
+    same = run_experiment(parse_run_config(tiny(strategy=strategy, attack="gaussian",
+                                                byzantine_count=2, num_server_rounds=2,
+                                                topology="ring")))
+    assert not np.allclose(res.strategy.x, same.strategy.x)
+
+
+def test_dsgd_mixes_the_models_each_node_received():
+    """mix_received = sum_j W_ij y_{j->i}: by hand on a ring of 4, node 3 crafting."""
+
+    def views(rnd, receiver, senders, sent, trained):
+        return {int(p): np.full(2, 100.0 + receiver) for p in np.flatnonzero(senders == 3)}
+
+    s = DSGD(DSGDParams(topology="ring"), Services(num_nodes=4, seed=0, peer_views=views))
+    s.x = np.zeros((4, 2), np.float32)
+    rows = np.arange(8, dtype=np.float32).reshape(4, 2)
+    w = s.topology.matrix(0).toarray()
+    expected = w @ rows
+    for i in (0, 2):  # node 3's ring neighbours get 100 + i instead of rows[3]
+        expected[i] += w[i, 3] * (100.0 + i - rows[3])
+    np.testing.assert_allclose(s.mix_received(s.topology, rows, 0), expected, rtol=1e-6)
