@@ -198,10 +198,11 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     resolve_device(cfg.device)  # 'cuda' where no GPU is visible: a clear error now
     simulation_keys.check_simulation_config(cfg)
     codecs.Codec.from_config(cfg)  # error-feedback only with a codec that can use it
-    if cfg.codec != "none" and cfg.attack != "none":  # attacks craft decoded models
-        raise ConfigError("codec", cfg.codec, "cannot be combined with an attack yet (the "
-                          "threat model crafts models, the codec sends encoded updates)")
     cls = strategy_class(name)
+    if cfg.attack_per_neighbour and not getattr(cls, "peer_views", False):
+        raise ConfigError("attack-per-neighbour", True, f"needs a decentralized strategy that "
+                          f"mixes the models each node received (dsgd, monna, clipped-gossip, "
+                          f"sybilwall, bristle), not {name!r}")
     cls.check_params(build_params(cls.Params, values), cfg.num_clients)
     if hasattr(cls, "check_run"):
         cls.check_run(values)

@@ -207,14 +207,15 @@ def ended_by(err: BaseException) -> tuple[str, str | None]:
 
 
 def build_grid(cfg: RunConfig, strategy: Any, transport: Transport, ledger: Ledger,
-               participation: Any, clock: Clock | None, steps: Any) -> VirtualGrid:
+               participation: Any, clock: Clock | None, steps: Any,
+               adversary: Adversary | None = None) -> VirtualGrid:
     """The virtual grid of the run, with the time services the config asks for: an
     event grid for an asynchronous strategy; else availability at each round's simulated
     start and the round deadline / over-selection."""
     kwargs: dict[str, Any] = {
         "count_server_traffic": not getattr(strategy, "routes_through_server", False),
         "faults": FaultPlan.from_config(cfg), "round_timeout": cfg.round_timeout,
-        "adversary": Adversary.from_config(cfg)}
+        "adversary": adversary or Adversary.from_config(cfg)}
     availability = build_availability(cfg, cfg.num_clients)
     if getattr(strategy, "asynchronous", False):
         assert clock is not None  # the run config requires it
@@ -280,6 +281,7 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
     def central_eval(state: State) -> dict[str, float]:
         return evaluate(model, state, data.test_x, data.test_y, device=resolve(cfg.device))
 
+    adversary = Adversary.from_config(cfg)
     services = Services(num_nodes=cfg.num_clients, seed=cfg.seed,
                         num_rounds=cfg.num_server_rounds, eval_every=cfg.eval_every,
                         ledger=ledger, evaluate=central_eval,
@@ -288,13 +290,15 @@ def _run_experiment(cfg: RunConfig, grid: Grid | None, extra_trackers: list[Trac
                         test_clusters=data.test_clusters,
                         test_data=(data.test_x, data.test_y),
                         build_model=lambda seed, k: build_model(cfg, data.input_shape, k, seed),
-                        codec=Codec.from_config(cfg))
+                        codec=Codec.from_config(cfg),
+                        peer_views=adversary.neighbour_views if adversary.per_neighbour
+                        else None)
     strategy = wrap_dp(build_strategy(cfg.strategy, cfg, services), cfg, cfg.num_clients)
     notes = strategy_notes(strategy)
     clock = Clock(cfg, cfg.num_clients) if clock_enabled(cfg) else None
     steps = local_steps(cfg, data.sizes, list(range(data.num_clients)))  # once, not per start
     vgrid = build_grid(cfg, strategy, transport, ledger, participation, clock,
-                       steps.__getitem__)
+                       steps.__getitem__, adversary)
     if vgrid.adversary.active:
         log.info("threat model: attack %s by %d malicious clients %s", cfg.attack,
                  len(vgrid.adversary.malicious), vgrid.adversary.malicious.tolist())

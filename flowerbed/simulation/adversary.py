@@ -32,6 +32,17 @@ never changes. What the malicious clients do (``attack``):
   mean square (FoolsGold's label-flipping Sybils, Fung et al., RAID 2020).
 
 Omniscient attacks (ALIE, IPM) read the honest updates of the round, as in their papers.
+
+``attack-per-neighbour`` (decentralized runs): a malicious node sends each neighbour a model
+crafted for that neighbour alone (:meth:`Adversary.neighbour_views`). Gaussian: an
+independent draw per (sender, receiver) edge. ALIE and IPM: computed on the receiver's view,
+the updates of the honest nodes among the receiver and its in-neighbours (n = the
+neighbourhood's size, receiver included, f = its malicious senders), so each receiver is
+pushed just inside its own neighbourhood's spread (the decentralized ALIE of He,
+Karimireddy and Jaggi 2022 is computed the same way). Sign flip, scaling and Sybils craft
+from the sender's own update and have nothing per receiver to vary; they are refused with
+this key. The strategy must mix through the per-receiver models (``peer_views`` strategies:
+D-SGD, MoNNA, ClippedGossip, SybilWall, Bristle). Honest senders' models are never changed.
 An "update" is what a client sends minus what it was sent (Delta_i = x_i - x), so the same
 attack applies to centralized strategies (x the global model) and decentralized ones (x
 the node's own model: a malicious node sends x_i + crafted Delta to its neighbours).
@@ -56,6 +67,7 @@ from flowerbed.core.rng import Stream, stream
 ATTACKS = ("none", "sign-flip", "gaussian", "scale", "label-flip", "alie", "ipm", "sybil")
 DATA_POISONING = frozenset({"label-flip", "sybil"})  # the node trains on flipped labels
 UPDATE_ATTACKS = frozenset({"sign-flip", "gaussian", "scale", "alie", "ipm", "sybil"})
+PER_NEIGHBOUR = frozenset({"gaussian", "alie", "ipm"})  # crafted per receiver on request
 
 State = Mapping[str, np.ndarray]
 
@@ -94,6 +106,9 @@ KEYS: tuple[Key, ...] = (
         non_negative),
     Key("sybil-noise", 0.01, "sybil: relative perturbation rho of each identity's copy",
         non_negative),
+    Key("attack-per-neighbour", False, "decentralized: a malicious node crafts a different "
+        "model for each neighbour (gaussian: one draw per edge; alie, ipm: from the "
+        "receiver's neighbourhood)"),
 )
 
 
@@ -111,6 +126,10 @@ def check_config(cfg: Config) -> None:
     if cfg.label_flip_classes and cfg.attack not in DATA_POISONING:
         raise ConfigError("label-flip-classes", cfg.label_flip_classes,
                           "only attack = 'label-flip' or 'sybil' flips labels")
+    if cfg.attack_per_neighbour and cfg.attack not in PER_NEIGHBOUR:
+        raise ConfigError("attack-per-neighbour", True, "only " + ", ".join(
+            sorted(PER_NEIGHBOUR)) + " craft a model per receiver (the other attacks send "
+            "what the node's own update makes, the same to every neighbour)")
     if cfg.attack != "none" and count == 0:
         raise ConfigError("attack", cfg.attack, "needs malicious clients: set "
                           "byzantine-fraction or byzantine-count (or sybil-identities) > 0")
@@ -195,7 +214,7 @@ class Adversary:
     def __init__(self, seed: int, num_clients: int, attack: str = "none", count: int = 0,
                  sign_flip_scale: float = 1.0, attack_scale: float = 10.0,
                  noise_std: float = 1.0, z: float = 0.0, ipm_epsilon: float = 0.1,
-                 sybil_noise: float = 0.01) -> None:
+                 sybil_noise: float = 0.01, per_neighbour: bool = False) -> None:
         self.seed, self.attack = seed, attack
         self.malicious = (malicious_set(seed, num_clients, count) if attack != "none"
                           else np.zeros(0, np.int64))
@@ -203,12 +222,13 @@ class Adversary:
         self.sign_flip_scale, self.attack_scale = sign_flip_scale, attack_scale
         self.noise_std, self.z, self.ipm_epsilon = noise_std, z, ipm_epsilon
         self.sybil_noise = sybil_noise
+        self.per_neighbour = per_neighbour and attack in PER_NEIGHBOUR
 
     @classmethod
     def from_config(cls, cfg: Config) -> Adversary:
         return cls(cfg.seed, cfg.num_clients, cfg.attack, malicious_count(cfg),
                    cfg.sign_flip_scale, cfg.attack_scale, cfg.attack_noise_std, cfg.alie_z,
-                   cfg.ipm_epsilon, cfg.sybil_noise)
+                   cfg.ipm_epsilon, cfg.sybil_noise, cfg.attack_per_neighbour)
 
     @property
     def active(self) -> bool:
@@ -258,6 +278,42 @@ class Adversary:
             deltas = np.repeat(ipm(h, self.ipm_epsilon)[None, :], len(bad), axis=0)
         return {r.node: _unflat(_flat(r.sent) + d, r.trained)
                 for r, d in zip(bad, deltas, strict=True)}
+
+    def _mask(self, nodes: np.ndarray) -> np.ndarray:
+        return np.fromiter((int(v) in self._set for v in nodes), bool, len(nodes))
+
+    def neighbour_views(self, server_round: int, receiver: int, senders: np.ndarray,
+                        sent: np.ndarray, trained: np.ndarray) -> dict[int, np.ndarray]:
+        """{position in ``senders``: the model that malicious sender crafted for
+        ``receiver``} (``attack-per-neighbour``; see the module docstring).
+
+        ``sent``/``trained``: every node's flat model before / after the round's local
+        step (rows = node ids; a malicious row of ``trained`` is already crafted, an
+        honest one is its honest half step). Honest senders are left out: their model is
+        the same for every receiver.
+        """
+        senders = np.asarray(senders, np.int64)
+        bad = np.flatnonzero(self._mask(senders))
+        if not self.per_neighbour or not len(bad):
+            return {}
+        if self.attack == "gaussian":
+            out = {}
+            for pos in bad:
+                rng = stream(self.seed, Stream.ADVERSARY, server_round, int(senders[pos]),
+                             receiver)
+                out[int(pos)] = (np.asarray(sent[senders[pos]], np.float64)
+                                 + rng.normal(0.0, self.noise_std, sent.shape[1]))
+            return out
+        view = np.concatenate([[receiver], senders])
+        honest = view[~self._mask(view)]
+        if not len(honest):  # nothing honest to read: the senders' one crafted model
+            return {}
+        h = np.asarray(trained[honest], np.float64) - np.asarray(sent[honest], np.float64)
+        if self.attack == "alie":
+            delta = alie(h, self.z or alie_z(len(view), len(bad)))
+        else:  # ipm
+            delta = ipm(h, self.ipm_epsilon)
+        return {int(pos): np.asarray(sent[senders[pos]], np.float64) + delta for pos in bad}
 
 
 __all__ = ["ATTACKS", "KEYS", "Adversary", "Reply", "alie", "alie_z", "check_config", "ipm",

@@ -46,6 +46,7 @@ from flowerbed.core.wire import (
 )
 from flowerbed.simulation.adversary import Adversary, Reply
 from flowerbed.simulation.client_state import ClientStates
+from flowerbed.simulation.crafted_replies import model_of, with_model
 from flowerbed.simulation.deadline import Deadline
 from flowerbed.simulation.faults import Fault, FaultPlan
 from flowerbed.simulation.ledger import SERVER, Ledger
@@ -297,7 +298,8 @@ class VirtualGrid(Grid):
 
         Only replies that the strategy will receive are read or crafted: not the failed,
         dropped, late or fault-corrupted ones (an omniscient attacker reads every honest
-        update that arrives in time).
+        update that arrives in time). With a codec the attack reads the decoded models and
+        a crafted one is encoded like any other update (:mod:`.crafted_replies`).
         """
         usable: list[tuple[int, Reply]] = []
         sent_cache: dict[int, dict[str, np.ndarray]] = {}
@@ -305,13 +307,13 @@ class VirtualGrid(Grid):
             if (reply is None or pos in late or reply_error(reply) is not None
                     or directive(content) in (FAIL, CORRUPT)):
                 continue
-            sent_rec, got = first(msg.content, ArrayRecord), first(reply, ArrayRecord)
-            if sent_rec is None or got is None:
+            sent_rec = first(msg.content, ArrayRecord)
+            if sent_rec is None:
                 continue
             if id(sent_rec) not in sent_cache:
                 sent_cache[id(sent_rec)] = from_record(sent_rec, copy=False)
-            trained = from_record(got, copy=False)
-            if self._corrupt(msg.content, reply, {}) is not None:
+            trained = model_of(reply, sent_cache[id(sent_rec)], self.codec)
+            if trained is None:
                 continue
             usable.append((pos, Reply(msg.metadata.dst_node_id, sent_cache[id(sent_rec)],
                                       trained)))
@@ -324,10 +326,9 @@ class VirtualGrid(Grid):
             if r.node in crafted:
                 reply = out[pos]
                 assert reply is not None
-                model = next(name for name, rec in reply.items()
-                             if isinstance(rec, ArrayRecord))  # the model, not kept state
-                out[pos] = RecordDict({name: (to_record(crafted[r.node]) if name == model
-                                              else rec) for name, rec in reply.items()})
+                out[pos] = with_model(reply, crafted[r.node], r.sent, self.codec,
+                                      delivered[pos][1], self.adversary.seed,
+                                      self.server_round, r.node)
         return out
 
     def _decompressed(self, sent: RecordDict, reply: RecordDict, received: dict[int, State]

@@ -19,6 +19,7 @@ strategy (a client-side rule). Unavailable or failed nodes keep x_i^t for the ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,13 +39,16 @@ class ClippedGossipParams(TopologyParams, DecentralizedParams):
 
 
 def clipped_mix(half: np.ndarray, weights: list[tuple[int, np.ndarray, np.ndarray]],
-                tau: float) -> np.ndarray:
-    """x_i + sum_j W_ij clip(x_j - x_i, tau) for (i, neighbours j, W_ij) in ``weights``."""
+                tau: float, received: Callable[[int, np.ndarray], np.ndarray] | None = None
+                ) -> np.ndarray:
+    """x_i + sum_j W_ij clip(x_j - x_i, tau) for (i, neighbours j, W_ij) in ``weights``;
+    ``received(i, cols)``: the models node i got from ``cols`` (default ``half[cols]``)."""
     out = np.array(half, np.float64, copy=True)
     for i, cols, w in weights:
         if not len(cols):
             continue
-        diff = half[cols].astype(np.float64) - half[i]
+        got = half[cols] if received is None else received(i, cols)
+        diff = got.astype(np.float64) - half[i]
         norms = np.linalg.norm(diff, axis=1)
         scale = np.minimum(1.0, tau / np.maximum(norms, 1e-300))
         out[i] += (w * scale) @ diff
@@ -53,6 +57,7 @@ def clipped_mix(half: np.ndarray, weights: list[tuple[int, np.ndarray, np.ndarra
 
 class ClippedGossip(TopologyStrategy):
     Params = ClippedGossipParams
+    peer_views = True
 
     def weights(self, step: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Per node i: its in-neighbours j and W_ij (off-diagonal entries of W_step)."""
@@ -70,5 +75,7 @@ class ClippedGossip(TopologyStrategy):
         half = self.store.copy(self.x)
         self.train_rows(grid, active, self.x, half, server_round, timeout)
         step = server_round - 1
-        self.x = clipped_mix(np.asarray(half), self.weights(step), self.params.gossip_clip_tau)
+        half = np.asarray(half)
+        self.x = clipped_mix(half, self.weights(step), self.params.gossip_clip_tau,
+                             lambda i, cols: self.peer_rows(i, cols, half))
         self.record_topology(self.topology, step)

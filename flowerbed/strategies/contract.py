@@ -40,6 +40,13 @@ class PeerLedger(Protocol):
     def record_many(self, src: np.ndarray, dst: np.ndarray, nbytes: int) -> None: ...
 
 
+class PeerViews(Protocol):
+    """What a malicious sender sends each receiver, when it crafts one model per receiver."""
+
+    def __call__(self, server_round: int, receiver: int, senders: np.ndarray,
+                 sent: np.ndarray, trained: np.ndarray) -> dict[int, np.ndarray]: ...
+
+
 @dataclass(frozen=True)
 class Services:
     """What the platform lends a strategy. Pure computation and bookkeeping, no I/O."""
@@ -68,6 +75,11 @@ class Services:
     # the run's update codec (flowerbed.core.codecs): what one compressed message costs
     # (decentralized peer messages), and the compressor of CHOCO-SGD
     codec: Codec = field(default_factory=Codec)
+    # the threat model's per-receiver models (``attack-per-neighbour``), for decentralized
+    # strategies that mix through :meth:`DecentralizedStrategy.peer_rows`: (round, receiver,
+    # senders, sent rows, trained rows) -> {position in senders: the model that sender
+    # crafted for this receiver}; None when every sender sends one model to all
+    peer_views: PeerViews | None = None
 
 
 @dataclass(frozen=True)
@@ -168,5 +180,5 @@ def messages(contents: Iterable[tuple[int, RecordDict]], message_type: str, grou
                     group_id=group_id) for node, content in contents]
 
 
-__all__ = ["PeerLedger", "PlatformStrategy", "Primary", "Services", "build", "messages",
-           "payload", "primary_of"]
+__all__ = ["PeerLedger", "PeerViews", "PlatformStrategy", "Primary", "Services", "build",
+           "messages", "payload", "primary_of"]

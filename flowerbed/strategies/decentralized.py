@@ -117,7 +117,11 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
     primary_label = "x-bar accuracy"
     companion_metrics = ("node_accuracy_mean",)
     state_fields = ("x", "like", "rng", "failed")
-    scratch_fields = ("metrics",)  # a round's node metrics, computed in that round
+    # a round's node metrics, computed in that round; the round start() is running
+    scratch_fields = ("metrics", "current_round")
+    # True when every model a node receives goes through peer_rows() or mix_received(), so
+    # a malicious sender may send each receiver a different model (attack-per-neighbour)
+    peer_views: bool = False
 
     @classmethod
     def check_params(cls, params: Any, num_nodes: int) -> None:
@@ -136,6 +140,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         self.eval_sample = eval_rows(services.seed, self.n, params.eval_nodes)
         self.metrics: dict[int, dict[str, float]] = {}
         self.failed: dict[int, int] = {}
+        self.current_round = 0  # set by start() before each step
 
     @property
     def model_bytes(self) -> int:
@@ -241,6 +246,41 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
             return None
         return flatten(state).astype(np.float32)
 
+    def peer_rows(self, receiver: int, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The models ``receiver`` gets from ``senders`` this round: ``rows[senders]``, except
+        where a sender crafts a model for this receiver alone (the threat model's
+        ``attack-per-neighbour``; the strategy cannot tell which rows those are).
+
+        ``rows`` are what the nodes send after this round's local step, ``self.x`` what
+        they held before it (the threat model crafts updates relative to it).
+        """
+        got = np.array(rows[senders], copy=True)
+        views = self.services.peer_views
+        if views is not None and len(senders):
+            for pos, row in views(self.current_round, int(receiver), np.asarray(senders),
+                                  self.x, rows).items():
+                got[pos] = row
+        return got
+
+    def mix_received(self, topology: Topology, rows: np.ndarray, step: int) -> np.ndarray:
+        """:meth:`mix` over the nodes, where each node mixes the models it received:
+        sum_j W_ij y_{j->i}, y_{j->i} = rows[j] unless j crafted a model for i."""
+        mixed = self.mix(topology, rows, step)
+        views = self.services.peer_views
+        if views is None:
+            return mixed
+        w = topology.matrix(step)
+        for i in range(self.n):
+            cols = w.indices[w.indptr[i]:w.indptr[i + 1]]
+            vals = w.data[w.indptr[i]:w.indptr[i + 1]]
+            off = cols != i
+            crafted = views(self.current_round, i, cols[off], self.x, rows)
+            for pos, row in crafted.items():  # W_ij (y_{j->i} - rows[j])
+                j = cols[off][pos]
+                mixed[i] += (vals[off][pos] * (np.asarray(row, np.float64)
+                                               - rows[j])).astype(mixed.dtype)
+        return mixed
+
     def record_edges(self, src: Iterable[int], dst: Iterable[int]) -> None:
         """One model-size peer message per (src, dst) pair, in the ledger."""
         if self.services.ledger is None:
@@ -316,6 +356,7 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
         if evaluate_fn and first_round == 1:
             self._evaluate(0, evaluate_fn, result)
         for t in range(first_round, num_rounds + 1):
+            self.current_round = t
             self.step(t, grid, timeout)
             if evaluate_fn:
                 self._evaluate(t, evaluate_fn, result)

@@ -32,6 +32,7 @@ class DSGDParams(TopologyParams, DecentralizedParams):
 
 class DSGD(TopologyStrategy):
     Params = DSGDParams
+    peer_views = True
     scratch_fields = ("premerge",)  # computed and reported in the last round
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
@@ -40,7 +41,7 @@ class DSGD(TopologyStrategy):
         self.train_rows(grid, active, self.x, half, server_round, timeout,
                         self.local_config())
         for step in self.gossip_schedule(server_round):
-            half = self.mix(self.topology, half, step)
+            half = self.mix_received(self.topology, half, step)
             self.record_topology(self.topology, step)
         self.x = half
         if self.params.final_merge and server_round == self.num_rounds:

@@ -3,9 +3,11 @@
 A class of ``flwr.serverapp.strategy`` (FedAvg, FedAdam, Krum, ...) or a user's subclass of
 one does not follow flowerbed's contract: it has no declared ``Params`` and is built with
 keyword arguments. :func:`adopt` gives it the contract without touching its behaviour: a
-subclass that overrides no Flower method, whose ``Params`` are read off the constructor's
-signature (``eta_l`` is the key ``eta-l``, its default Flower's), and whose
-``__init__(params, services)`` calls the original constructor with those values.
+subclass that overrides no Flower method (Krum, MultiKrum and Bulyan only gain a record of
+whom Flower's own selection kept, :mod:`flowerbed.strategies.flower_selection`), whose
+``Params`` are read off the constructor's signature (``eta_l`` is the key ``eta-l``, its
+default Flower's), and whose ``__init__(params, services)`` calls the original constructor
+with those values.
 
 Keys that the built-in strategies share (``fraction-train``, ``min-train-nodes``, ...) keep
 the built-ins' meaning and default, so ``strategy = "flwr.serverapp.strategy:FedAvg"``
@@ -33,6 +35,7 @@ from typing import Any
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.params import TYPES, Key, key_name, keys_of
 from flowerbed.strategies.contract import PlatformStrategy, Services
+from flowerbed.strategies.flower_selection import SELECTING, SelectionRecorder
 
 UNSET = math.nan  # the default of a float parameter Flower requires (e.g. QFedAvg's)
 
@@ -94,7 +97,9 @@ class NativeContract(PlatformStrategy):
 @functools.cache
 def _adopted(cls: type, shared: tuple[Key, ...]) -> type:
     by_name = {k.name: k for k in shared}
-    return type(cls.__name__, (NativeContract, cls), {
+    # Krum / MultiKrum / Bulyan: also say whom Flower's own selection kept
+    extra = (SelectionRecorder,) if issubclass(cls, SELECTING) else ()
+    return type(cls.__name__, (NativeContract, *extra, cls), {
         "Params": native_params(cls, by_name), "native": cls,
         "__module__": cls.__module__, "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__})

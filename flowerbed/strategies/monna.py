@@ -64,6 +64,7 @@ def nearest(models: np.ndarray, own: int, f: int) -> np.ndarray:
 
 class MoNNA(TopologyStrategy):
     Params = MoNNAParams
+    peer_views = True
     state_fields = ("momentum",)
     scratch_fields = ("accepted",)  # the round's kept senders, reported in that round
 
@@ -95,8 +96,9 @@ class MoNNA(TopologyStrategy):
             peers = self.topology.in_neighbors(i, step)
             group = np.concatenate([[i], peers]).astype(np.int64)
             f = min(self.params.nna_f, len(peers))
-            keep = nearest(half[group], 0, f)
-            new[i] = half[group[keep]].mean(axis=0)
+            got = np.concatenate([half[i:i + 1], self.peer_rows(i, peers, half)])
+            keep = nearest(got, 0, f)
+            new[i] = got[keep].mean(axis=0)
             kept.append(group[keep[keep != 0]])
         self.x = new
         self.accepted = np.concatenate(kept) if kept else np.zeros(0, np.int64)

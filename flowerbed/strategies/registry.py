@@ -40,6 +40,7 @@ STRATEGIES: dict[str, str] = {
     "monna": "flowerbed.strategies.monna:MoNNA",
     "clipped-gossip": "flowerbed.strategies.clipped_gossip:ClippedGossip",
     "sybilwall": "flowerbed.strategies.sybilwall:SybilWall",
+    "bristle": "flowerbed.strategies.bristle:Bristle",
 }
 
 

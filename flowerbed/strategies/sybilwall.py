@@ -74,6 +74,7 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
 
 class SybilWall(TopologyStrategy):
     Params = SybilWallParams
+    peer_views = True
     state_fields = ("history",)
 
     def __init__(self, params: SybilWallParams, services: Services) -> None:
@@ -100,8 +101,8 @@ class SybilWall(TopologyStrategy):
             gossip_dst.extend([i] * len(distant))
             w = foolsgold_weights(self.history[np.concatenate([peers, distant])])[:len(peers)]
             weights = np.concatenate([[1.0], w])
-            group = np.concatenate([[i], peers])
-            new[i] = (weights / weights.sum()) @ half[group]
+            got = np.concatenate([half[i:i + 1], self.peer_rows(i, peers, half)])
+            new[i] = (weights / weights.sum()) @ got
         self.x = new
         self.record_topology(self.topology, step)
         if gossip_src:

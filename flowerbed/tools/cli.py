@@ -373,7 +373,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from flowerbed.tools.sweep import SweepError
 
     try:
-        path = run_named_experiment(args.name, Path(args.experiments))
+        path = run_named_experiment(args.name, Path(args.experiments), args.missing)
     except (SweepError, ConfigError, FileNotFoundError) as err:
         return _fail(err)
     print(f"flowerbed: report {path}")
@@ -444,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "into experiments/results/<name>/")
     ex.add_argument("name")
     ex.add_argument("--experiments", default="experiments", help="the experiments folder")
+    ex.add_argument("--missing", action="store_true", help="robustness: run only the cells "
+                    "its committed results lack (and the headline cells), keep the rest")
     ex.set_defaults(func=cmd_experiment)
     for sp in sub.choices.values():
         add_verbosity_flags(sp)

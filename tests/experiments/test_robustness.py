@@ -10,7 +10,14 @@ from pathlib import Path
 
 from flowerbed.run.config import parse_run_config
 from flowerbed.tools.cli import main
-from flowerbed.tools.experiments.robustness import cells, sweep_dict, table, variants
+from flowerbed.tools.experiments.robustness import (
+    cells,
+    merged,
+    missing,
+    sweep_dict,
+    table,
+    variants,
+)
 from flowerbed.tools.sweep import sweep_from_dict
 from tests.conftest import ROOT
 
@@ -43,9 +50,39 @@ def test_the_real_file_expands_into_valid_run_configs(tmp_path: Path):
     sweep = sweep_from_dict(sweep_dict(raw, "robustness"), "robustness", ROOT / "experiments",
                             tmp_path)
     runs = sweep.runs()
-    assert len({r.name for r in runs}) == len(runs) == 798  # 14 defences x 19 cells x 3
+    # (8 federated defences x 19 cells + 7 decentralized x 25 cells) x 3 seeds
+    assert len({r.name for r in runs}) == len(runs) == (8 * 19 + 7 * 25) * 3
     for run in runs[::7]:
         parse_run_config(run.overrides)
+
+
+def test_per_neighbour_cells_and_adding_only_the_missing_ones():
+    raw = {**RAW, "per-neighbour-attacks": ["alie"], "headline-attacks": ["sign-flip"]}
+    v = variants(raw)
+    per_nbr = [c for c in v if c.get("attack-per-neighbour")]
+    assert {(c["label"], c["attack"]) for c in per_nbr} == {("MoNNA", "alie")}  # decentr.
+    assert len(per_nbr) == 2  # fractions 0.1 and 0.2
+
+    def row(label: str, attack: str, fraction: float, acc: float, **p) -> dict:
+        return {"config": label, "params": {"attack": attack, "byzantine-fraction": fraction,
+                                            **p}, "final": {"honest_accuracy": acc}}
+
+    # committed: every plain cell; missing: the per-neighbour ones and the headline cells
+    done = [row(c["label"], c["attack"], c["byzantine-fraction"], 0.5) for c in v
+            if not c.get("attack-per-neighbour")]
+    todo = {(c["label"], c["attack"], c["byzantine-fraction"], bool(c.get(
+        "attack-per-neighbour"))) for c in missing(raw, done)}
+    assert todo == {("MoNNA", "alie", 0.1, True), ("MoNNA", "alie", 0.2, True),
+                    ("FedAvg", "sign-flip", 0.2, False), ("Krum", "sign-flip", 0.2, False),
+                    ("MoNNA", "sign-flip", 0.2, False)}
+    # merging: a re-run cell replaces its committed rows, the others stay
+    new = [row("FedAvg", "sign-flip", 0.2, 0.9),
+           row("MoNNA", "alie", 0.2, 0.3, **{"attack-per-neighbour": True})]
+    by = cells(merged(done, new))
+    assert by[("FedAvg", "sign-flip", 0.2)] == [0.9]
+    assert by[("MoNNA", "alie per-nbr", 0.2)] == [0.3]
+    assert by[("MoNNA", "alie", 0.2)] == [0.5] and by[("Krum", "sign-flip", 0.2)] == [0.5]
+    assert "alie per-nbr |" in table(raw, by)
 
 
 def test_table_of_cells():
@@ -100,3 +137,15 @@ strategy = "dsgd"
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     attacked = [r for r in lines if r["params"]["attack"] == "sign-flip"]
     assert len(attacked) == 2 and all("honest_accuracy" in r["final"] for r in attacked)
+    # a defence added later: --missing runs its 2 cells and the 2 headline cells again
+    # (the curves need their run folders), the report keeps FedAvg's clean row
+    toml = exp / "rob.toml"
+    toml.write_text(toml.read_text() + '[[defences]]\nlabel = "CG"\nfamily = "decentralized"'
+                    '\nstrategy = "clipped-gossip"\n')
+    folder = tmp_path / "outputs" / "experiments" / "rob"
+    folder.rename(tmp_path / "first-run")  # the first run's folders are gone
+    assert main(["experiment", "rob", "--experiments", str(exp), "--missing"]) == 0
+    report = (out / "report.md").read_text()
+    assert "Runs finished: 6 of 6." in report and "| CG | decentralized |" in report
+    assert "| FedAvg | federated |" in report
+    assert len(list((folder / "runs").iterdir())) == 4

@@ -12,17 +12,30 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flowerbed.clients import worker
 from flowerbed.clients.injected import FAIL, FLIP_LABELS, flipped_labels
 from flowerbed.clients.training import evaluate
-from flowerbed.core.arrays import from_record, to_record
+from flowerbed.core.arrays import from_record, record_nbytes, to_record
+from flowerbed.core.codecs import Codec
 from flowerbed.core.errors import ConfigError
 from flowerbed.core.records import first
-from flowerbed.core.wire import INJECT_KEY, directive, error_reply, with_directive
+from flowerbed.core.wire import (
+    CLIENT_STATE_KEY,
+    CODEC_PAYLOAD_KEY,
+    INJECT_KEY,
+    directive,
+    error_reply,
+    with_client_state,
+    with_directive,
+)
+from flowerbed.run import checkpoint
 from flowerbed.run.config import parse_run_config
 from flowerbed.run.runner import ensure_task_identity, run_experiment
 from flowerbed.simulation.adversary import Adversary, Reply, alie_z, malicious_set
+from flowerbed.simulation.crafted_replies import model_of, with_model
 from flowerbed.simulation.faults import FaultPlan
 from flowerbed.simulation.ledger import Ledger
 from flowerbed.simulation.participation import Participation
 from flowerbed.simulation.virtual_grid import VirtualGrid
+from flowerbed.strategies.contract import Services
+from flowerbed.strategies.dsgd import DSGD, DSGDParams
 from tests.conftest import tiny
 from tests.run.test_checkpoint import Crash, config, metrics
 
@@ -269,3 +282,159 @@ def test_an_attacked_run_resumes_exactly(tmp_path, strategy):
                                            **{"resume-from": str(run_dir)})))
     assert metrics(run_dir) == metrics(ref.run_dir)
     assert sum(r.get("malicious_updates", 0) for r in metrics(run_dir)) > 0
+
+
+# --- a different crafted model per neighbour (attack-per-neighbour) ----------------------------
+
+# rows = nodes 0..3 (node 3 malicious): all sent 0, honest half steps = HONEST, node 3's row
+# already crafted (its one model for everyone)
+SENT = np.zeros((4, 3))
+TRAINED = np.vstack([HONEST, [[-50.0, -50.0, -50.0]]])
+
+
+def test_per_neighbour_alie_reads_each_receivers_view():
+    adv = adversary("alie", per_neighbour=True)
+    # receiver 0 hears 1 and 3: view {0, 1, 3}, honest rows 0 and 1: mu = (2, 2, 2),
+    # sample std = (sqrt 2, 0, sqrt 2); n = 3, f = 1: s = 1, z = Phi^-1(2/3)
+    z = alie_z(3, 1)
+    to0 = adv.neighbour_views(1, 0, np.array([1, 3]), SENT, TRAINED)
+    assert set(to0) == {1}  # position of sender 3; the honest sender 1 is left as it is
+    np.testing.assert_allclose(to0[1], [2 - z * np.sqrt(2), 2.0, 2 - z * np.sqrt(2)])
+    # receiver 2 hears only 3: its view's one honest update is its own, (2, 2, 2)
+    to2 = adv.neighbour_views(1, 2, np.array([3]), SENT, TRAINED)
+    np.testing.assert_allclose(to2[0], [2.0, 2.0, 2.0])
+    # relative to what the malicious sender held before its step
+    moved = adv.neighbour_views(1, 2, np.array([3]), SENT + 10.0, TRAINED + 10.0)
+    np.testing.assert_allclose(moved[0], [12.0, 12.0, 12.0])
+    assert adv.neighbour_views(1, 0, np.array([1, 2]), SENT, TRAINED) == {}  # all honest
+    assert adversary("alie").neighbour_views(1, 0, np.array([1, 3]), SENT, TRAINED) == {}
+
+
+def test_per_neighbour_gaussian_draws_one_model_per_edge():
+    adv = adversary("gaussian", noise_std=2.0, per_neighbour=True)
+    sent, trained = np.zeros((4, 2000)), np.ones((4, 2000))
+    to0 = adv.neighbour_views(5, 0, np.array([3]), sent, trained)[0]
+    to1 = adv.neighbour_views(5, 1, np.array([3]), sent, trained)[0]
+    assert to0.std() == pytest.approx(2.0, rel=0.05) and not np.allclose(to0, to1)
+    np.testing.assert_array_equal(to0, adv.neighbour_views(5, 0, np.array([3]), sent,
+                                                           trained)[0])  # seeded per edge
+    assert not np.allclose(to0, adv.neighbour_views(6, 0, np.array([3]), sent, trained)[0])
+
+
+def test_per_neighbour_config_checks():
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # nothing per receiver
+        parse_run_config(tiny(strategy="dsgd", attack="sign-flip", byzantine_count=1,
+                              attack_per_neighbour=True))
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # no neighbours
+        parse_run_config(tiny(attack="alie", byzantine_count=1, attack_per_neighbour=True))
+    with pytest.raises(ConfigError, match="attack-per-neighbour"):  # mixes slots, not nodes
+        parse_run_config(tiny(strategy="teleportation", attack="alie", byzantine_count=1,
+                              attack_per_neighbour=True))
+
+
+@pytest.mark.parametrize("strategy", ["dsgd", "monna"])
+def test_two_neighbours_receive_different_models_and_honest_ones_the_same(strategy):
+    cfg = parse_run_config(tiny(strategy=strategy, attack="gaussian", byzantine_count=2,
+                                attack_per_neighbour=True, num_server_rounds=2,
+                                topology="ring"))
+    res = run_experiment(cfg)
+    s, bad = res.strategy, Adversary.from_config(cfg).malicious
+    j = int(bad[0])
+    left, right = (j - 1) % 10, (j + 1) % 10  # the ring: j sends to both
+    rows = s.x + 1.0
+    to_left = s.peer_rows(left, np.array([j]), rows)[0]
+    to_right = s.peer_rows(right, np.array([j]), rows)[0]
+    assert not np.allclose(to_left, to_right)
+    assert np.linalg.norm(to_left - rows[j]) > 10  # a fresh N(0, 1) draw over the model
+    honest = int(np.setdiff1d(np.arange(10), bad)[0])
+    for receiver in ((honest - 1) % 10, (honest + 1) % 10):
+        np.testing.assert_array_equal(s.peer_rows(receiver, np.array([honest]), rows)[0],
+                                      rows[honest])
+    # the run differs from one where every neighbour gets the same crafted model
+    same = run_experiment(parse_run_config(tiny(strategy=strategy, attack="gaussian",
+                                                byzantine_count=2, num_server_rounds=2,
+                                                topology="ring")))
+    assert not np.allclose(res.strategy.x, same.strategy.x)
+
+
+def test_dsgd_mixes_the_models_each_node_received():
+    """mix_received = sum_j W_ij y_{j->i}: by hand on a ring of 4, node 3 crafting."""
+
+    def views(rnd, receiver, senders, sent, trained):
+        return {int(p): np.full(2, 100.0 + receiver) for p in np.flatnonzero(senders == 3)}
+
+    s = DSGD(DSGDParams(topology="ring"), Services(num_nodes=4, seed=0, peer_views=views))
+    s.x = np.zeros((4, 2), np.float32)
+    rows = np.arange(8, dtype=np.float32).reshape(4, 2)
+    w = s.topology.matrix(0).toarray()
+    expected = w @ rows
+    for i in (0, 2):  # node 3's ring neighbours get 100 + i instead of rows[3]
+        expected[i] += w[i, 3] * (100.0 + i - rows[3])
+    np.testing.assert_allclose(s.mix_received(s.topology, rows, 0), expected, rtol=1e-6)
+
+
+# --- attacks with a codec: the crafted model is encoded like any other update -----------------
+
+TOPK_EF = Codec("topk", ratio=0.5, error_feedback=True)
+
+
+def test_a_crafted_model_is_encoded_with_the_clients_own_error_feedback():
+    sent = {"w": np.zeros(4, np.float32)}
+    crafted = {"w": np.array([4.0, -3.0, 2.0, 1.0], np.float32)}
+    # the malicious client's residual before the round, (0, 0, 0, 5), rides on its message;
+    # its honest update left residual (9, 9, 9, 9) and a client rule's state "rule.c"
+    delivered = with_client_state(RecordDict({"config": ConfigRecord({})}),
+                                  to_record({"codec.w": np.array([0, 0, 0, 5], np.float32)}))
+    reply = RecordDict({
+        CODEC_PAYLOAD_KEY: to_record(TOPK_EF.encode({"w": np.ones(4, np.float32)}, None)),
+        "metrics": MetricRecord({"num-examples": 1.0}),
+        CLIENT_STATE_KEY: to_record({"codec.w": np.full(4, 9.0, np.float32),
+                                     "rule.c": np.ones(2, np.float32)})})
+    out = with_model(reply, crafted, sent, TOPK_EF, delivered, 0, 1, 3)
+    # p = crafted + e = (4, -3, 2, 6): top-2 keeps 6 and 4; the residual is the rest
+    np.testing.assert_allclose(model_of(out, sent, TOPK_EF)["w"], [4.0, 0.0, 0.0, 6.0])
+    kept = from_record(out[CLIENT_STATE_KEY])
+    np.testing.assert_allclose(kept["codec.w"], [0.0, -3.0, 2.0, 0.0])
+    np.testing.assert_array_equal(kept["rule.c"], [1.0, 1.0])  # not the codec's: untouched
+    assert record_nbytes(out[CODEC_PAYLOAD_KEY]) == record_nbytes(reply[CODEC_PAYLOAD_KEY])
+    assert "arrays" not in out and out["metrics"] is reply["metrics"]
+    # without a codec the model is replaced as it is
+    plain = with_model(RecordDict({"arrays": to_record(sent)}), crafted, sent, None,
+                       delivered, 0, 1, 3)
+    np.testing.assert_array_equal(model_of(plain, sent, None)["w"], crafted["w"])
+
+
+def test_attacks_run_with_a_codec_and_leave_honest_clients_alone(tmp_path):
+    common = dict(byzantine_count=2, num_server_rounds=2, codec="topk", codec_ratio=0.25,
+                  error_feedback=True)
+    clean = run_experiment(parse_run_config(tiny(**{**common, "byzantine_count": 0})))
+    flipped = run_experiment(parse_run_config(tiny(attack="sign-flip", sign_flip_scale=10.0,
+                                                   **common)))
+    for a, b in zip(clean.records[1:], flipped.records[1:], strict=True):
+        assert b["malicious_updates"] == 2
+        assert b["cum_bytes_up"] == a["cum_bytes_up"]  # every reply encoded, same size
+    assert flipped.records[-1]["test_accuracy"] < clean.records[-1]["test_accuracy"]
+
+    # after round 1 (everyone was sent the same model): the honest clients' residuals are
+    # those of the clean run; a malicious one's is its own: its crafted update, -10 x its
+    # decoded top-k update, has k nonzeros, so top-k sends it whole and leaves residual 0
+    def residuals(**over) -> dict[str, np.ndarray]:
+        cfg = tiny(**{**common, "num_server_rounds": 1, "tracking": True,
+                      "checkpoint_every": 1, "output_dir": str(tmp_path), **over})
+        res = run_experiment(parse_run_config(cfg))
+        doc = checkpoint.load(res.run_dir)
+        return {vid: s["codec.1.weight"] for vid, s in doc["client_states"].items()}
+
+    before = residuals(byzantine_count=0, run_name="clean")
+    after = residuals(attack="sign-flip", sign_flip_scale=10.0, run_name="attacked")
+    bad = {str(v) for v in Adversary.from_config(parse_run_config(tiny(
+        attack="sign-flip", **common))).malicious}
+    for vid, r in after.items():
+        if vid in bad:
+            assert np.abs(before[vid]).max() > 0 and np.abs(r).max() == 0
+        else:
+            np.testing.assert_array_equal(r, before[vid])
+    # a codec, an attack and a decentralized defence: ALIE crafted from decoded updates
+    dec = run_experiment(parse_run_config(tiny(strategy="monna", attack="alie",
+                                               topology="complete", **common)))
+    assert np.isfinite(dec.strategy.x).all() and "malicious_accepted" in dec.records[-1]

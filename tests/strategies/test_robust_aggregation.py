@@ -1,19 +1,30 @@
 """Centralized robust aggregation: geometric median (RFA), centered clipping, the Flag
 Aggregator on hand-computed cases; Flower's Krum holds against sign flip where FedAvg
-does not; each defence runs end to end under an attack."""
+does not; whom Flower's Krum, MultiKrum and Bulyan let through; each defence runs end to
+end under an attack."""
 
 from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 
 from flowerbed.core.rng import Stream, stream
 from flowerbed.run.config import parse_run_config
-from flowerbed.run.runner import run_experiment
+from flowerbed.run.runner import ensure_task_identity, run_experiment
 from flowerbed.strategies.base import ClientUpdate
 from flowerbed.strategies.centered_clipping import CenteredClipping, centered_clip
 from flowerbed.strategies.contract import Services, build
@@ -23,6 +34,7 @@ from flowerbed.strategies.registry import strategy_class
 from tests.conftest import tiny
 
 torch.set_num_threads(1)
+FLOWER = "flwr.serverapp.strategy:"
 
 
 def test_geometric_median_is_the_median_on_a_line_and_weighted():
@@ -141,3 +153,67 @@ def test_geometric_median_strategy_steps_to_the_median():
     zero = {"w": np.zeros(1, np.float32)}
     out = strat.aggregate(1, zero, updates_of(np.array([[0.0], [1.0], [10.0]])))
     assert out["w"][0] == pytest.approx(1.0, abs=1e-3)
+
+
+def krum_replies(values: dict[int, float]) -> list[Message]:
+    """One train reply per node holding the 1-parameter model ``values[node]``."""
+    ensure_task_identity()  # Flower builds messages only inside a task
+    out = []
+    for node, v in values.items():
+        sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
+                       message_type=MessageType.TRAIN)
+        out.append(Message(RecordDict({"arrays": ArrayRecord({"w": Array(np.array([v]))}),
+                                       "metrics": MetricRecord({"num-examples": 1})}),
+                           reply_to=sent))
+    return out
+
+
+def flower(name: str, **over) -> Any:
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    cfg = parse_run_config(tiny(strategy=FLOWER + name, num_clients=7, **over))
+    return build(strategy_class(cfg.strategy), cfg.as_dict(), Services(7, 0))
+
+
+def test_what_flowers_krum_multikrum_and_bulyan_let_through():
+    """Flower's own selection, asked again, names the kept replies (node 4 malicious)."""
+    # honest 0, 0.1, 0.25, 0.3 and the attacker at 10; f = 1, so each scores its n - f - 2
+    # = 2 closest: 0.1 -> .01 + .0225, 0.25 -> .0025 + .0225 (best), 0.3 -> .0025 + .04
+    krum = flower("Krum", num_malicious_nodes=1)
+    arrays, _ = krum.aggregate_train(1, krum_replies({0: 0.0, 1: 0.1, 2: 0.25, 3: 0.3,
+                                                       4: 10.0}))
+    assert krum.accepted_senders().tolist() == [2]
+    assert float(arrays["w"].numpy()[0]) == pytest.approx(0.25)  # Krum's aggregate is it
+    # honest spread 0, 3, 6 and two colluding copies at 10: each copy scores 0 + 16, the
+    # honest 3 scores 9 + 9 = 18: Krum picks a copy, MultiKrum (m = 2) both
+    sybils = {0: 0.0, 1: 3.0, 2: 6.0, 3: 10.0, 4: 10.0}
+    krum.aggregate_train(2, krum_replies(sybils))
+    assert krum.accepted_senders().tolist() in ([3], [4])
+    multi = flower("MultiKrum", num_malicious_nodes=1, num_nodes_to_select=2)
+    arrays, _ = multi.aggregate_train(1, krum_replies(sybils))
+    assert sorted(multi.accepted_senders().tolist()) == [3, 4]
+    assert float(arrays["w"].numpy()[0]) == pytest.approx(10.0)
+    # Bulyan, f = 1, n = 7: its MultiKrum step keeps theta = n - 2f = 5 (each scored on
+    # its 4 closest): the five honest ones, not the two copies far away
+    bulyan = flower("Bulyan", num_malicious_nodes=1)
+    bulyan.aggregate_train(1, krum_replies({0: 0.0, 1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4,
+                                            5: 10.0, 6: 10.0}))
+    assert sorted(bulyan.accepted_senders().tolist()) == [0, 1, 2, 3, 4]
+    bulyan.aggregate_train(2, krum_replies({0: 0.0, 1: 0.1, 2: 0.2}))  # < 4f + 3: skipped
+    assert bulyan.accepted_senders().tolist() == []
+
+
+def test_a_run_counts_what_flowers_krum_let_through():
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+    def accepted(**over) -> list[float]:
+        cfg = tiny(strategy=FLOWER + "Krum", num_server_rounds=2, lr=0.3, partitioner="iid",
+                   **over)
+        return [r["malicious_accepted"] for r in run_experiment(
+            parse_run_config(cfg)).records[1:]]
+
+    # flipped x10: far from everyone, never Krum's pick
+    assert accepted(attack="sign-flip", sign_flip_scale=10.0, byzantine_count=2,
+                    num_malicious_nodes=2) == [0.0, 0.0]
+    # 4 near-identical Sybil copies: each other's nearest neighbours, Krum picks one in the
+    # first round (from the common start the honest updates are the more spread)
+    assert accepted(attack="sybil", byzantine_count=4, num_malicious_nodes=1)[0] == 1.0

@@ -31,14 +31,21 @@ def load_experiment(name: str, experiments_dir: Path) -> tuple[dict[str, Any], s
     return raw, str(raw.get("name", path.stem.replace("_", "-")))
 
 
-def run_named_experiment(name: str, experiments_dir: Path = Path("experiments")) -> Path:
-    """Run one experiment and write its report; returns the report's path."""
+def run_named_experiment(name: str, experiments_dir: Path = Path("experiments"),
+                         only_missing: bool = False) -> Path:
+    """Run one experiment and write its report; returns the report's path.
+
+    ``only_missing`` (robustness only): run the cells its committed results lack (and the
+    headline cells its curves need), keeping the committed rows of the others."""
     from flowerbed.tools.report import write_report
     from flowerbed.tools.sweep import SweepError, run_sweep, sweep_from_dict
 
     raw, exp_name = load_experiment(name, experiments_dir)
     results_dir = experiments_dir / "results" / exp_name
     runner = raw.get("runner", "sweep")
+    if only_missing and runner != "robustness":
+        raise SweepError(f"experiment {exp_name}: --missing works with runner = "
+                         "'robustness' only")
     output = experiments_dir / raw.get("output", f"../outputs/experiments/{exp_name}")
     if runner == "network-costs":
         from flowerbed.tools.experiments.network_costs import run_network_costs
@@ -49,7 +56,8 @@ def run_named_experiment(name: str, experiments_dir: Path = Path("experiments"))
         from flowerbed.tools.experiments.robustness import run_robustness
 
         return run_robustness({**raw, "name": exp_name}, exp_name, experiments_dir, output,
-                              results_dir)
+                              results_dir, only_missing)
+
     if runner != "sweep":
         raise SweepError(f"experiment {exp_name}: runner = {runner!r}; must be 'sweep', "
                          "'network-costs' or 'robustness'")
