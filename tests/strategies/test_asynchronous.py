@@ -166,3 +166,55 @@ def test_async_config_is_refused_clearly(over, key) -> None:
     with pytest.raises(ConfigError) as err:
         parse_run_config(tiny(strategy="fedbuff", **over))
     assert err.value.key == key
+
+
+def test_fedbuff_trains_its_k_buffered_replies_and_the_starts_between_in_one_call() -> None:
+    """FedBuff defers reading replies until K have arrived, so one transport call trains
+    every job started since the previous read. K = 2, C = 3, durations 1, 2, 5 s (ties go
+    to the job started first):
+    t=0 start 0, 1, 2 (v0). t=1: 0 arrives (deferred), restarts on v0 (finishes t=2).
+    t=2: 1 arrives, the buffer is full: read -> train [0, 1, 2, 0] (C + K - 1 jobs), v1.
+    1 restarts on v1 (finishes 4); 0's v0 restart arrives (trained), 0 restarts on v1
+    (finishes 3). t=3: 0 arrives, read -> train [1, 0] (v2); 0 restarts on v2 (finishes 4).
+    t=4: 1 (trained), 1 restarts on v2 (finishes 6); 0 -> train [0, 1] (v3). 0 restarts on
+    v3 (finishes 5). t=5: 2's first job (trained), 2 restarts on v3 (finishes 10); 0 ->
+    train [0, 2] (v4).
+    Reading every reply at once (no deferral) would have trained [0, 1, 2] first."""
+    _, grid, transport, run = setup("fedbuff", **{"buffer-size": 2})
+    run(4)
+    assert [[k for k, _ in b] for b in transport.batches] == [[0, 1, 2, 0], [1, 0], [0, 1],
+                                                              [0, 2]]
+    assert grid.batches == [4, 2, 2, 2]
+    # each on the version it was sent: v0, v0, v0, v0 | v1, v1 | v2, v2 | v3, v3
+    sent = [[w for _, w in b] for b in transport.batches]
+    assert sent[0] == [0.0] * 4 and len({*sent[1]}) == len({*sent[2]}) == len({*sent[3]}) == 1
+
+
+def test_fedbuff_worker_calls_train_about_k_clients(run, monkeypatch) -> None:
+    """The same on the real worker (in-process, lognormal speeds, every client always
+    busy: C = num-clients): each arrival frees one client and it restarts at once, so
+    between two reads of the buffer exactly K jobs start. The first call trains the C
+    initial jobs and the K - 1 restarts before the first read; every later call trains the
+    K starts of each read since the last call (a read whose K replies all trained earlier
+    trains nothing), a multiple of K. Spied on the worker's batched training call."""
+    from flowerbed.clients import batched
+
+    calls: list[int] = []
+    pretrain = batched.pretrain
+
+    def spy(kind, items, *args, **kwargs):
+        if kind == "train":
+            calls.append(len(items))
+        return pretrain(kind, items, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "pretrain", spy)
+    n, k, rounds = 24, 6, 8
+    res = run(strategy="fedbuff", num_clients=n, concurrency=n, buffer_size=k,
+              num_server_rounds=rounds, step_seconds=1.0, speed_spread=1.0, local_steps=2,
+              batch_size=8, eval_every=rounds)
+    assert calls[0] == n + k - 1
+    assert len(calls) >= 2 and all(c % k == 0 for c in calls[1:]), calls
+    # C + K * rounds - 1 jobs start before the last read (the last arrival's client is not
+    # restarted): the calls train them all, but for those a read has not needed yet
+    assert sum(calls) <= n + k * rounds - 1
+    assert sum(r["participants"] for r in res.records) == k * rounds
