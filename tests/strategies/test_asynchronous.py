@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from flowerbed.core.arrays import from_record, to_record
 from flowerbed.core.errors import ConfigError
@@ -47,14 +47,28 @@ class PlusOne:
         return out
 
 
-def setup(strategy: str, durations=(1.0, 2.0, 5.0), availability=None, **params):
+class PlusJob(PlusOne):
+    """Returns the sent model plus the job's number (its config's server-round: one per
+    batch of starts), so every job's reply is told apart, even two of one client."""
+
+    def run(self, kind, items, timeout):
+        out = super().run(kind, items, timeout)
+        for (_, content), reply in zip(items, out, strict=True):
+            job = int(first(content, ConfigRecord)["server-round"])
+            w = from_record(first(reply, ArrayRecord))["w"]
+            reply["arrays"] = to_record({"w": w - 1.0 + job})
+        return out
+
+
+def setup(strategy: str, durations=(1.0, 2.0, 5.0), availability=None, transport=None,
+          **params):
     ensure_task_identity()
     n = len(durations)
     cfg = parse_run_config(tiny(strategy=strategy, **{"num-clients": n, "step-seconds": 1.0,
                                                       "concurrency": n, **params}))
     clock = Clock(cfg, n)
     clock.profiles.speed = 1.0 / np.asarray(durations)
-    transport = PlusOne()
+    transport = transport or PlusOne()
     grid = EventGrid(transport, n, Ledger(), Participation(n, 0), clock=clock,
                      availability=availability or Availability(n), steps=lambda k: 1)
     grid.begin_round(1)
@@ -158,7 +172,6 @@ def test_async_runs_in_process_and_records_simulated_time(run) -> None:
 
 @pytest.mark.parametrize("over, key", [
     ({}, "strategy"),  # no clock
-    ({"step-seconds": 1.0, "checkpoint-every": 1, "tracking": True}, "checkpoint-every"),
     ({"step-seconds": 1.0, "round-deadline-s": 5.0}, "round-deadline-s"),
     ({"step-seconds": 1.0, "concurrency": 11}, "concurrency"),
 ])
@@ -218,3 +231,55 @@ def test_fedbuff_worker_calls_train_about_k_clients(run, monkeypatch) -> None:
     # restarted): the calls train them all, but for those a read has not needed yet
     assert sum(calls) <= n + k * rounds - 1
     assert sum(r["participants"] for r in res.records) == k * rounds
+
+
+def test_a_checkpointed_event_loop_continues_as_the_uninterrupted_one(tmp_path) -> None:
+    """FedBuff K = 2 on the order traced above, checkpointed at version 2 (t = 3) through
+    the checkpoint file format: in flight are client 2's first job and client 1's v1 job,
+    both trained already (batches 1 and 2). A fresh strategy and grid loaded from it make
+    versions 3 and 4 at the same times with the same models, and the transport trains only
+    [0, 1] and [0, 2] (the trained replies are not trained again)."""
+    from flowerbed.run import checkpoint
+
+    ref, _, whole, run_whole = setup("fedbuff", **{"buffer-size": 2})
+    want = run_whole(4)
+    strat, grid, first, run_first = setup("fedbuff", **{"buffer-size": 2})
+    assert run_first(2) == want[:3]
+    checkpoint.save(tmp_path, {"strategy": strat.state_dict(), "grid": grid.state_dict()})
+    doc = checkpoint.read(tmp_path / checkpoint.CHECKPOINT_FILE)
+    assert [(j["node"], j["finish"], "reply" in j) for j in doc["grid"]["jobs"]] == [
+        (1, 4.0, True), (2, 5.0, True)]
+    # each job's sent model and config, and its reply's model and metrics
+    assert len(doc["grid"]["records"]) == 8
+
+    strat2, grid2, again, _ = setup("fedbuff", **{"buffer-size": 2})
+    strat2.load_state_dict(doc["strategy"])
+    grid2.load_state_dict(doc["grid"])
+    seen: list[tuple[int, float, float]] = []
+
+    def evaluate_fn(version, arrays):
+        seen.append((version, float(from_record(arrays)["w"][0]), grid2.now))
+        grid2.begin_round(version + 1)
+
+    grid2.begin_round(3)
+    strat2.start(grid2, to_record(strat.global_state), num_rounds=4, evaluate_fn=evaluate_fn,
+                 first_round=3)
+    assert seen == want[3:]
+    assert again.batches == whole.batches[len(first.batches):]
+    assert grid2.batches == [4, 2, 2, 2]
+    assert strat2.staleness_log == ref.staleness_log == {1: [0, 0], 2: [1, 0], 3: [1, 0],
+                                                          4: [3, 0]}
+
+
+def test_each_job_gets_its_own_reply_when_its_client_restarted_in_the_same_batch() -> None:
+    """FedBuff K = 2, constant s, durations 1, 2, 5 s; a job returns its sent model plus
+    its job number (1 for the first starts, 2 for client 0's restart at t=1). The first
+    read (t=2) trains client 0's arrived job and its restart together: the buffer gets
+    client 0's delta 1 (job 1, not its restart's 2) and client 1's 1: x = (1 + 1) / 2 = 1.
+    Client 1 restarts on v1 as job 3; client 0's restart arrives (delta 2) and it starts
+    job 4 on v1, which arrives at t=3 (delta 4): x = 1 + (2 + 4) / 2 = 4."""
+    _, _, transport, run = setup("fedbuff", transport=PlusJob(),
+                                 **{"buffer-size": 2, "staleness": "constant"})
+    seen = run(2)
+    assert transport.batches[0] == [(0, 0.0), (1, 0.0), (2, 0.0), (0, 0.0)]
+    assert seen == [(0, 0.0, 0.0), (1, 1.0, 2.0), (2, 4.0, 3.0)]
