@@ -10,6 +10,7 @@ with an error naming the files. It holds, after round r:
 - the global arrays the round loop carries (the model, as the strategy reported it),
 - the strategy's ``state_dict()`` (for CentralizedStrategy: global model and sampling RNG),
 - the participation model's, the ledger's and the tracker records' state,
+- an asynchronous run's event grid (``event_grid``: the clock and the jobs in flight),
 - Python's, NumPy's and torch's global RNG states, and the run config.
 
 Arrays go into the .npz as arrays; everything else is one JSON document stored as bytes
@@ -224,7 +225,8 @@ class Checkpointer:
             server_round % self.every == 0 or server_round == num_rounds)
 
     def save(self, server_round: int, arrays: State, strategy: Any, participation: Any,
-             ledger: Any, records: list[dict[str, Any]], client_states: Any = None) -> Path:
+             ledger: Any, records: list[dict[str, Any]], client_states: Any = None,
+             event_grid: Any = None) -> Path:
         doc = {"version": FORMAT_VERSION, "round": server_round, "config": self.config,
                "arrays": dict(arrays),
                "strategy": strategy.state_dict() if hasattr(strategy, "state_dict") else {},
@@ -232,6 +234,8 @@ class Checkpointer:
                "ledger": ledger.state_dict(), "records": records, "rng": rng_states()}
         if client_states is not None and len(client_states):  # optional section
             doc["client_states"] = client_states.state_dict()
+        if event_grid is not None:  # asynchronous runs
+            doc["event_grid"] = event_grid.state_dict()
         path = save(self.run_dir, doc)
         log.info("checkpoint after round %d: %s", server_round, path)
         return path

@@ -216,19 +216,16 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
 
 
 def check_asynchronous(cfg: RunConfig, cls: type) -> None:
-    """An asynchronous strategy runs on the virtual clock, in one go (no checkpoints)."""
+    """An asynchronous strategy runs on the virtual clock, without synchronous rounds."""
     if not getattr(cls, "asynchronous", False):
         return
     if not clock_enabled(cfg):
         raise ConfigError("strategy", cfg.strategy, "is asynchronous: it runs on the virtual "
                           "clock; set step-seconds (and/or a bandwidth key)")
-    for key in ("checkpoint-every", "resume-from", "round-deadline-s", "over-selection"):
+    for key in ("round-deadline-s", "over-selection"):
         if cfg[key]:
-            why = ("an asynchronous run cannot be checkpointed or resumed yet"
-                   if key in ("checkpoint-every", "resume-from")
-                   else "an asynchronous strategy has no synchronous rounds to time")
             raise ConfigError(key, cfg[key], f"must be unset with strategy {cfg.strategy}: "
-                              f"{why}")
+                              "an asynchronous strategy has no synchronous rounds to time")
 
 
 def check_paths(cfg: RunConfig, base: Path | None = None) -> None:

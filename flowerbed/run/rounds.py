@@ -114,7 +114,8 @@ class RoundLoop:
             # the participation state is that of the round boundary (before begin)
             self.checkpointer.save(server_round, from_record(arrays), self.strategy,
                                    self.grid.participation, self.ledger, self.records,
-                                   self.grid.client_states)
+                                   self.grid.client_states, self.grid if isinstance(
+                                       self.grid, EventGrid) else None)
         return out
 
     def threat_metrics(self, server_round: int, rec: dict[str, Any], malicious: int

@@ -183,6 +183,11 @@ def restore(resume: Resume, strategy: Any, loop: RoundLoop) -> State:
             raise ConfigError("resume-from", str(resume.run_dir), "the checkpoint's strategy "
                               f"state does not load into {type(strategy).__name__}: "
                               f"{type(err).__name__}: {err}") from None
+    if isinstance(loop.grid, EventGrid):  # asynchronous: the clock and the jobs in flight
+        if "event_grid" not in doc:
+            raise ConfigError("resume-from", str(resume.run_dir), "the checkpoint has no "
+                              "event grid section (not written by an asynchronous run)")
+        loop.grid.load_state_dict(doc["event_grid"])
     loop.grid.participation.load_state_dict(doc["participation"])
     loop.grid.client_states.load_state_dict(doc.get("client_states", {}))
     loop.ledger.load_state_dict(doc["ledger"])

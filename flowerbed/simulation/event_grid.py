@@ -23,6 +23,13 @@ from its start to its arrival; who can be started is who is online now
 (:mod:`flowerbed.simulation.availability`) and allowed by the participation model.
 Not modelled: the server link shared by concurrent transfers (each job sees the server
 link alone) and a client going offline while it trains.
+
+Checkpoints (:meth:`EventGrid.state_dict`): taken at a server round's end, when every
+arrived reply has been read, so the grid's state is the clock, the start counter and the
+jobs in flight: each one's times, client, the message it was sent (the model version it
+downloaded, stored once however many clients share it) and, if it has trained already,
+its reply. A resumed run pops the same jobs in the same order and trains the untrained
+ones in the same batches as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ import heapq
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from flwr.app import Message, MetricRecord
+from flwr.app import Error, Message, MetricRecord
 
 from flowerbed.core.records import first
+from flowerbed.core.stored_records import RecordReader, RecordStore
 from flowerbed.simulation.availability import Availability
 from flowerbed.simulation.clock import Clock
 from flowerbed.simulation.ledger import SERVER
@@ -103,7 +112,7 @@ class EventGrid(VirtualGrid):
             if self.count_server_traffic:
                 self.ledger.record(SERVER, k, nbytes)
             finish = self.now + self.clock.client_seconds(k, nbytes, nbytes, self.steps(k))
-            job = Job(finish, self._seq, k, self.now, msg)
+            job = Job(finish, self._seq, k, self.now, _tagged(msg, self._seq))
             self._seq += 1
             heapq.heappush(self._queue, job)
             self._untrained.append(job)
@@ -158,6 +167,59 @@ class EventGrid(VirtualGrid):
             self.now = t
         return True
 
+    # --- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The clock and the jobs in flight (module docstring), as arrays and JSON."""
+        queued = {id(j) for j in self._queue}
+        if any(id(j) not in queued for j in self._untrained):
+            raise RuntimeError("an arrived job is still unread: checkpoint at a server "
+                               "round's end, after the strategy read its replies")
+        store = RecordStore()
+        jobs = []
+        for job in sorted(self._queue):
+            msg = job.message
+            entry: dict[str, Any] = {
+                "finish": job.finish, "seq": job.seq, "node": job.node, "start": job.start,
+                "type": msg.metadata.message_type, "group": msg.metadata.group_id,
+                "sent": store.put(msg.content)}
+            if job.reply is not None:
+                if job.reply.has_error():
+                    entry["error"] = [int(job.reply.error.code), job.reply.error.reason]
+                else:
+                    entry["reply"] = store.put(job.reply.content)
+                    if id(job.reply) in self._uplink:
+                        entry["uplink"] = self._uplink[id(job.reply)]
+            jobs.append(entry)
+        return {"now": self.now, "seq": self._seq, "batches": list(self.batches),
+                "jobs": jobs, "records": store.blobs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` saved (into a grid built from the same config)."""
+        reader = RecordReader(list(state["records"]))
+        self.now, self._seq = float(state["now"]), int(state["seq"])
+        self.batches = [int(b) for b in state["batches"]]
+        self._queue, self._untrained = [], []
+        self._busy[:] = False
+        for e in state["jobs"]:
+            node = int(e["node"])
+            msg = _tagged(Message(content=reader.get(e["sent"]), dst_node_id=node,
+                                  message_type=str(e["type"]), group_id=str(e["group"])),
+                          int(e["seq"]))
+            job = Job(float(e["finish"]), int(e["seq"]), node, float(e["start"]), msg)
+            if "error" in e:
+                code, reason = e["error"]
+                job.reply = Message(Error(int(code), str(reason)), reply_to=msg)
+            elif "reply" in e:
+                job.reply = Message(reader.get(e["reply"]), reply_to=msg)
+                if "uplink" in e:
+                    self._uplink[id(job.reply)] = int(e["uplink"])
+            else:
+                self._untrained.append(job)
+            self._queue.append(job)
+            self._busy[node] = True
+        heapq.heapify(self._queue)
+        self._untrained.sort(key=lambda j: j.seq)  # start order, as they were appended
+
     # --- internals
     def _train_pending(self) -> None:
         """Train every started, untrained job in one batch (each on the model it was sent)."""
@@ -170,9 +232,11 @@ class EventGrid(VirtualGrid):
         finally:
             self.count_server_traffic, self.server_round = counting, server_round
             self.stats.pop(_TRAINING, None)
-        by_node = {r.metadata.src_node_id: r for r in replies}
+        # by job, not by client: an arrived job not yet read and its client's next job
+        # (FedBuff restarts a client before its buffer is read) train in the same batch
+        by_job = {r.metadata.reply_to_message_id: r for r in replies}
         for job in jobs:
-            job.reply = by_node[job.node]
+            job.reply = by_job[job.message.metadata.message_id]
 
     def _count_arrival(self, reply: Message) -> None:
         stats = self.round_stats(self.server_round)
@@ -188,6 +252,14 @@ class EventGrid(VirtualGrid):
             w = float(m.get("num-examples", 1.0))
             stats.loss_sum += float(m["train_loss"]) * w
             stats.loss_weight += w
+
+
+def _tagged(msg: Message, seq: int) -> Message:
+    """``msg`` with the message id ``job-<seq>``, which its reply carries back as
+    ``reply_to_message_id`` (a virtual message never reaches Flower, which would set its
+    own id when it is pushed; Flower's Metadata has no setter for it)."""
+    msg.metadata.__dict__["_message_id"] = f"job-{seq}"
+    return msg
 
 
 __all__ = ["EventGrid", "Job"]

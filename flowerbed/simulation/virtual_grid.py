@@ -227,8 +227,9 @@ class VirtualGrid(Grid):
             received: dict[int, State] = {}  # per sent model record (decoding)
             out = self.transport.run(
                 kind, [(m.metadata.dst_node_id, c) for m, c in delivered], timeout)
+            up_sizes: dict[int, int] = {}  # position -> reply bytes, once computed
             if train and self.deadline is not None:
-                late |= self._late_by_clock(delivered, out, len(msgs))
+                late |= self._late_by_clock(delivered, out, len(msgs), up_sizes)
             if train and self.adversary.active:
                 out = self._attacked(delivered, out, late, stats)
             for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
@@ -249,7 +250,9 @@ class VirtualGrid(Grid):
                     replies.append(Message(Error(ERROR_LATE, reason), reply_to=msg))
                     stats.count("late", reason, train)
                     continue
-                up = payload_nbytes(content)  # encoded, as it travelled
+                up = up_sizes.get(pos)  # encoded, as it travelled
+                if up is None:
+                    up = payload_nbytes(content)
                 content, reason = self._decompressed(msg.content, content, received)
                 reason = reason or self._corrupt(msg.content, content, shapes)
                 if reason is not None:
@@ -273,14 +276,23 @@ class VirtualGrid(Grid):
         return replies
 
     def _late_by_clock(self, delivered: list[tuple[Message, RecordDict]],
-                       out: list[RecordDict | None], n_sent: int) -> set[int]:
-        """Positions of ``delivered`` whose usable replies the deadline makes late."""
+                       out: list[RecordDict | None], n_sent: int, up_sizes: dict[int, int]
+                       ) -> set[int]:
+        """Positions of ``delivered`` whose usable replies the deadline makes late; fills
+        ``up_sizes`` (position -> the reply's bytes, its kept client state left out: that
+        is plumbing, not traffic), which the ledger reuses."""
         assert self.deadline is not None
         usable = [p for p, c in enumerate(out) if c is not None and reply_error(c) is None]
         sizes: dict[int, int] = {}  # per sent record (a broadcast model is one record)
-        down = [sizes.setdefault(id(delivered[p][0].content),
-                                 payload_nbytes(delivered[p][0].content)) for p in usable]
-        up = [payload_nbytes(out[p]) for p in usable]  # type: ignore[arg-type]
+        down = []
+        for p in usable:
+            sent = delivered[p][0].content
+            if id(sent) not in sizes:
+                sizes[id(sent)] = payload_nbytes(sent)
+            down.append(sizes[id(sent)])
+        for p in usable:
+            up_sizes[p] = payload_nbytes(without_client_state(out[p])[0])  # type: ignore[arg-type]
+        up = [up_sizes[p] for p in usable]
         nodes = [delivered[p][0].metadata.dst_node_id for p in usable]
         late = self.deadline.late(self.server_round, nodes, down, up, n_sent)
         return {usable[i] for i in late}

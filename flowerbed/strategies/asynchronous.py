@@ -13,9 +13,12 @@ that starts clients and hands back their replies in simulated arrival order. Str
 never see device speeds; only FedFix reads the clock, whose window length is its parameter.
 
 Subclasses implement :meth:`AsyncStrategy.on_arrival` (arrival-driven) or override the loop
-(FedFix). Checkpoint/resume of an asynchronous run is not supported (the run config refuses
-``checkpoint-every`` and ``resume-from``): the in-flight jobs and the model versions they
-hold are not part of the declared state.
+(FedFix). Checkpoints are taken at a server round's end (the platform's ``evaluate_fn``),
+when every arrived reply has been read: the strategy's declared state (the model versions
+clients in flight still hold, who holds which, the sampling RNG, the counters, the
+staleness log; FedBuff's buffer) and the event grid's (the clock and the jobs in flight,
+``EventGrid.state_dict``) are then the whole loop's state, and ``start(first_round=r + 1)``
+continues the loop where it stood.
 """
 
 from __future__ import annotations
@@ -94,8 +97,7 @@ class AsyncStrategy(CentralizedStrategy):
 
     Params = AsyncParams
     asynchronous: ClassVar[bool] = True
-    # declared for completeness; the in-flight jobs live in the event grid, so an
-    # asynchronous run still cannot resume (the run config refuses it)
+    # the in-flight jobs themselves live in the event grid, checkpointed beside this
     state_fields = ("async_rng", "version", "sent", "models", "jobs", "staleness_log")
     # the current version's record (rebuilt on demand); arrivals read before the next version
     scratch_fields = ("_content", "_deferred")
@@ -123,15 +125,17 @@ class AsyncStrategy(CentralizedStrategy):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
               timeout: float = 3600, train_config: ConfigRecord | None = None,
               evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
-              ) -> Result:
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              first_round: int = 1) -> Result:
         """Keep C clients busy; apply replies in arrival order until ``num_rounds`` model
-        versions exist (or no client will ever be reachable again)."""
+        versions exist (or no client will ever be reachable again). ``first_round`` > 1
+        resumes after version ``first_round - 1`` from the loaded state."""
         events = self._events(grid)
         result = Result()
-        self.global_state = from_record(initial_arrays)
-        if evaluate_fn:
-            evaluate_fn(0, initial_arrays)
+        if not self.resumed(first_round, initial_arrays):
+            self.global_state = from_record(initial_arrays)
+            if evaluate_fn:
+                evaluate_fn(0, initial_arrays)
         while self.version < num_rounds:
             self.fill(events)
             job = events.next_job()
@@ -148,6 +152,17 @@ class AsyncStrategy(CentralizedStrategy):
         self.read_arrived(events)
         result.arrays = to_record(self.global_state)
         return result
+
+    def resumed(self, first_round: int, initial_arrays: ArrayRecord) -> bool:
+        """Whether this start resumes (the state was loaded from a checkpoint after version
+        ``first_round - 1``, whose global model is ``initial_arrays``)."""
+        if first_round <= 1:
+            return False
+        if self.version != first_round - 1 or self.global_state is None:
+            raise RuntimeError(f"{type(self).__name__}: resuming at version {first_round} "
+                               f"needs the checkpointed state of version {first_round - 1} "
+                               f"(loaded: version {self.version})")
+        return True
 
     @staticmethod
     def _events(grid: Grid) -> EventLoopGrid:

@@ -48,13 +48,14 @@ class FedFix(AsyncStrategy):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
               timeout: float = 3600, train_config: ConfigRecord | None = None,
               evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
-              ) -> Result:
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              first_round: int = 1) -> Result:
         events = self._events(grid)
         result = Result()
-        self.global_state = from_record(initial_arrays)
-        if evaluate_fn:
-            evaluate_fn(0, initial_arrays)
+        if not self.resumed(first_round, initial_arrays):
+            self.global_state = from_record(initial_arrays)
+            if evaluate_fn:
+                evaluate_fn(0, initial_arrays)
         while self.version < num_rounds:
             self.fill(events)  # at a window's start only
             if events.in_flight() == 0:

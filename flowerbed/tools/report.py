@@ -3,8 +3,10 @@
 Reads a sweep folder (``results.jsonl``, ``sweep.json`` and every run's ``metrics.jsonl``),
 or any run folders (:func:`write_runs_report`: ad-hoc runs, grouped into configurations
 that differ only by seed), and writes ``report.md``, ``<metric>_vs_round.png``,
-``<metric>_vs_bytes.png``, ``final_<metric>.png`` (bars with ± std error bars) and
-``results.jsonl`` into the report folder. The std is the sample std over seeds (ddof = 1; 0
+``<metric>_vs_bytes.png``, ``final_<metric>.png`` (bars with ± std error bars),
+``<metric>_vs_time.png`` for runs on the virtual clock (with the time-to-target table of
+:mod:`flowerbed.tools.report_time` when ``[report]`` asks for it) and ``results.jsonl`` into
+the report folder. The std is the sample std over seeds (ddof = 1; 0
 with one seed). Reports group runs by configuration label (see :mod:`flowerbed.tools.sweep`),
 in sweep order.
 
@@ -36,6 +38,7 @@ from flowerbed.run.trackers.plot_rules import (
     panel_grid,
 )
 from flowerbed.run.trackers.primary import is_accuracy, metric_label, primary_from
+from flowerbed.tools.report_time import time_plot, time_table, timelines
 
 MIB = 2**20
 PRIMARY = "primary"  # [report] metric = "primary": each configuration's own primary metric
@@ -435,6 +438,11 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
     logy = bool(rep.get("log-y", False))
     plots = plot(plotted, metric, base_dir, out_dir, name, logy, rep.get("facet"))
     plots.append(final_plot(plotted, metric, out_dir, name, logy))
+    timed = timelines(plotted, lambda r: metric_of(r, metric), base_dir)
+    if timed:  # runs on the virtual clock: the metric vs simulated time too
+        plots.append(time_plot(timed, metric_of(plotted[0], metric), out_dir, name,
+                               plot_stem(list(_metrics_by_label(plotted, metric).values())),
+                               rep.get("time-horizon-s")))
     parts = [f"# {name}", ""]
     if spec.get("description"):
         parts += [spec["description"].strip(), ""]
@@ -475,6 +483,14 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
                   f"final {ch['metric']} (mean over seeds), for each {per_text}.", "",
                   choice_table(rows_ch, ch["among"], per, ch["metric"],
                                shown if ch.get("show") or theory else None), ""]
+    if timed and ("time-target" in rep or "time-horizon-s" in rep):
+        parts += ["## On simulated time", "",
+                  "Each seed's metric at simulated time t is its last evaluation at or before "
+                  "t. Time to target: the first evaluation that reaches it (mean ± std over "
+                  "the seeds that did). Jitter: the mean absolute change of the metric "
+                  "between consecutive points of a grid over the second half of the horizon "
+                  "(lower = more stable).", "",
+                  time_table(timed, metric_of(plotted[0], metric), rep), ""]
     sc = rep.get("scaling")
     if sc and choices:
         ch = choices[0]

@@ -284,3 +284,41 @@ def test_a_checkpoint_gets_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+ASYNC = {"step-seconds": 1.0, "speed-spread": 1.0, "client-down-mbps": 20.0,
+         "client-up-mbps": 5.0, "bandwidth-spread": 0.5, "availability": "on-off",
+         "online-mean-s": 30.0, "offline-mean-s": 20.0, "concurrency": 6, "local-steps": 3,
+         "failure-rate": 0.1, "corrupt-rate": 0.1, "min-replies": 1, "on-too-few": "skip"}
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("fedbuff", {"buffer-size": 3, "num-server-rounds": 10}),
+    ("fedasync", {"num-server-rounds": 14}),
+    ("fedfix", {"fix-interval-s": 2.0, "num-server-rounds": 10}),
+])
+def test_an_asynchronous_run_resumes_to_the_uninterrupted_metrics(tmp_path, strategy, extra):
+    """Stopped after a server round (model version) between two checkpoints, then resumed:
+    the clock, the jobs in flight (trained and untrained, each with the model version it
+    downloaded), the sampling RNG, FedBuff's buffer and the staleness log come back, so the
+    resumed run equals the uninterrupted one row for row (simulated time, staleness,
+    participants, faults, losses, accuracy), in every summary total and in its model."""
+    over = {"strategy": strategy, **ASYNC, **extra}
+    ref = run_experiment(parse_run_config(config(tmp_path, "ref", **over)))
+    stop = 2 * (extra["num-server-rounds"] // 4) + 1  # odd: the checkpoint before it is stop - 1
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_run_config(config(tmp_path, "crash", **over)),
+                       extra_trackers=[Crash(after=stop)])
+    run_dir = tmp_path / "crash"
+    doc = checkpoint.load(run_dir)
+    assert doc["round"] == stop - 1
+    jobs = doc["event_grid"]["jobs"]
+    assert len(jobs) > 0 and doc["event_grid"]["now"] > 0  # work in flight at the checkpoint
+    resumed = run_experiment(parse_run_config(config(
+        tmp_path, "crash", **over, **{"resume-from": str(run_dir)})))
+    assert metrics(run_dir) == metrics(ref.run_dir)
+    assert resumed.summary["totals"] == ref.summary["totals"]
+    assert ref.summary["totals"]["corrupt"] + ref.summary["totals"]["failed"] > 0
+    assert resumed.summary["status"] == "completed"
+    assert resumed.strategy.staleness_log == ref.strategy.staleness_log
+    np.testing.assert_equal(resumed.final_state, ref.final_state)

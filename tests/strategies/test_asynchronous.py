@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from flowerbed.core.arrays import from_record, to_record
 from flowerbed.core.errors import ConfigError
@@ -47,14 +47,28 @@ class PlusOne:
         return out
 
 
-def setup(strategy: str, durations=(1.0, 2.0, 5.0), availability=None, **params):
+class PlusJob(PlusOne):
+    """Returns the sent model plus the job's number (its config's server-round: one per
+    batch of starts), so every job's reply is told apart, even two of one client."""
+
+    def run(self, kind, items, timeout):
+        out = super().run(kind, items, timeout)
+        for (_, content), reply in zip(items, out, strict=True):
+            job = int(first(content, ConfigRecord)["server-round"])
+            w = from_record(first(reply, ArrayRecord))["w"]
+            reply["arrays"] = to_record({"w": w - 1.0 + job})
+        return out
+
+
+def setup(strategy: str, durations=(1.0, 2.0, 5.0), availability=None, transport=None,
+          **params):
     ensure_task_identity()
     n = len(durations)
     cfg = parse_run_config(tiny(strategy=strategy, **{"num-clients": n, "step-seconds": 1.0,
                                                       "concurrency": n, **params}))
     clock = Clock(cfg, n)
     clock.profiles.speed = 1.0 / np.asarray(durations)
-    transport = PlusOne()
+    transport = transport or PlusOne()
     grid = EventGrid(transport, n, Ledger(), Participation(n, 0), clock=clock,
                      availability=availability or Availability(n), steps=lambda k: 1)
     grid.begin_round(1)
@@ -158,7 +172,6 @@ def test_async_runs_in_process_and_records_simulated_time(run) -> None:
 
 @pytest.mark.parametrize("over, key", [
     ({}, "strategy"),  # no clock
-    ({"step-seconds": 1.0, "checkpoint-every": 1, "tracking": True}, "checkpoint-every"),
     ({"step-seconds": 1.0, "round-deadline-s": 5.0}, "round-deadline-s"),
     ({"step-seconds": 1.0, "concurrency": 11}, "concurrency"),
 ])
@@ -166,3 +179,107 @@ def test_async_config_is_refused_clearly(over, key) -> None:
     with pytest.raises(ConfigError) as err:
         parse_run_config(tiny(strategy="fedbuff", **over))
     assert err.value.key == key
+
+
+def test_fedbuff_trains_its_k_buffered_replies_and_the_starts_between_in_one_call() -> None:
+    """FedBuff defers reading replies until K have arrived, so one transport call trains
+    every job started since the previous read. K = 2, C = 3, durations 1, 2, 5 s (ties go
+    to the job started first):
+    t=0 start 0, 1, 2 (v0). t=1: 0 arrives (deferred), restarts on v0 (finishes t=2).
+    t=2: 1 arrives, the buffer is full: read -> train [0, 1, 2, 0] (C + K - 1 jobs), v1.
+    1 restarts on v1 (finishes 4); 0's v0 restart arrives (trained), 0 restarts on v1
+    (finishes 3). t=3: 0 arrives, read -> train [1, 0] (v2); 0 restarts on v2 (finishes 4).
+    t=4: 1 (trained), 1 restarts on v2 (finishes 6); 0 -> train [0, 1] (v3). 0 restarts on
+    v3 (finishes 5). t=5: 2's first job (trained), 2 restarts on v3 (finishes 10); 0 ->
+    train [0, 2] (v4).
+    Reading every reply at once (no deferral) would have trained [0, 1, 2] first."""
+    _, grid, transport, run = setup("fedbuff", **{"buffer-size": 2})
+    run(4)
+    assert [[k for k, _ in b] for b in transport.batches] == [[0, 1, 2, 0], [1, 0], [0, 1],
+                                                              [0, 2]]
+    assert grid.batches == [4, 2, 2, 2]
+    # each on the version it was sent: v0, v0, v0, v0 | v1, v1 | v2, v2 | v3, v3
+    sent = [[w for _, w in b] for b in transport.batches]
+    assert sent[0] == [0.0] * 4 and len({*sent[1]}) == len({*sent[2]}) == len({*sent[3]}) == 1
+
+
+def test_fedbuff_worker_calls_train_about_k_clients(run, monkeypatch) -> None:
+    """The same on the real worker (in-process, lognormal speeds, every client always
+    busy: C = num-clients): each arrival frees one client and it restarts at once, so
+    between two reads of the buffer exactly K jobs start. The first call trains the C
+    initial jobs and the K - 1 restarts before the first read; every later call trains the
+    K starts of each read since the last call (a read whose K replies all trained earlier
+    trains nothing), a multiple of K. Spied on the worker's batched training call."""
+    from flowerbed.clients import batched
+
+    calls: list[int] = []
+    pretrain = batched.pretrain
+
+    def spy(kind, items, *args, **kwargs):
+        if kind == "train":
+            calls.append(len(items))
+        return pretrain(kind, items, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "pretrain", spy)
+    n, k, rounds = 24, 6, 8
+    res = run(strategy="fedbuff", num_clients=n, concurrency=n, buffer_size=k,
+              num_server_rounds=rounds, step_seconds=1.0, speed_spread=1.0, local_steps=2,
+              batch_size=8, eval_every=rounds)
+    assert calls[0] == n + k - 1
+    assert len(calls) >= 2 and all(c % k == 0 for c in calls[1:]), calls
+    # C + K * rounds - 1 jobs start before the last read (the last arrival's client is not
+    # restarted): the calls train them all, but for those a read has not needed yet
+    assert sum(calls) <= n + k * rounds - 1
+    assert sum(r["participants"] for r in res.records) == k * rounds
+
+
+def test_a_checkpointed_event_loop_continues_as_the_uninterrupted_one(tmp_path) -> None:
+    """FedBuff K = 2 on the order traced above, checkpointed at version 2 (t = 3) through
+    the checkpoint file format: in flight are client 2's first job and client 1's v1 job,
+    both trained already (batches 1 and 2). A fresh strategy and grid loaded from it make
+    versions 3 and 4 at the same times with the same models, and the transport trains only
+    [0, 1] and [0, 2] (the trained replies are not trained again)."""
+    from flowerbed.run import checkpoint
+
+    ref, _, whole, run_whole = setup("fedbuff", **{"buffer-size": 2})
+    want = run_whole(4)
+    strat, grid, first, run_first = setup("fedbuff", **{"buffer-size": 2})
+    assert run_first(2) == want[:3]
+    checkpoint.save(tmp_path, {"strategy": strat.state_dict(), "grid": grid.state_dict()})
+    doc = checkpoint.read(tmp_path / checkpoint.CHECKPOINT_FILE)
+    assert [(j["node"], j["finish"], "reply" in j) for j in doc["grid"]["jobs"]] == [
+        (1, 4.0, True), (2, 5.0, True)]
+    # each job's sent model and config, and its reply's model and metrics
+    assert len(doc["grid"]["records"]) == 8
+
+    strat2, grid2, again, _ = setup("fedbuff", **{"buffer-size": 2})
+    strat2.load_state_dict(doc["strategy"])
+    grid2.load_state_dict(doc["grid"])
+    seen: list[tuple[int, float, float]] = []
+
+    def evaluate_fn(version, arrays):
+        seen.append((version, float(from_record(arrays)["w"][0]), grid2.now))
+        grid2.begin_round(version + 1)
+
+    grid2.begin_round(3)
+    strat2.start(grid2, to_record(strat.global_state), num_rounds=4, evaluate_fn=evaluate_fn,
+                 first_round=3)
+    assert seen == want[3:]
+    assert again.batches == whole.batches[len(first.batches):]
+    assert grid2.batches == [4, 2, 2, 2]
+    assert strat2.staleness_log == ref.staleness_log == {1: [0, 0], 2: [1, 0], 3: [1, 0],
+                                                          4: [3, 0]}
+
+
+def test_each_job_gets_its_own_reply_when_its_client_restarted_in_the_same_batch() -> None:
+    """FedBuff K = 2, constant s, durations 1, 2, 5 s; a job returns its sent model plus
+    its job number (1 for the first starts, 2 for client 0's restart at t=1). The first
+    read (t=2) trains client 0's arrived job and its restart together: the buffer gets
+    client 0's delta 1 (job 1, not its restart's 2) and client 1's 1: x = (1 + 1) / 2 = 1.
+    Client 1 restarts on v1 as job 3; client 0's restart arrives (delta 2) and it starts
+    job 4 on v1, which arrives at t=3 (delta 4): x = 1 + (2 + 4) / 2 = 4."""
+    _, _, transport, run = setup("fedbuff", transport=PlusJob(),
+                                 **{"buffer-size": 2, "staleness": "constant"})
+    seen = run(2)
+    assert transport.batches[0] == [(0, 0.0), (1, 0.0), (2, 0.0), (0, 0.0)]
+    assert seen == [(0, 0.0, 0.0), (1, 1.0, 2.0), (2, 4.0, 3.0)]
