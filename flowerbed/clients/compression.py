@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from flowerbed.core.arrays import State, fast_numpy, from_record
+from flowerbed.core.arrays import State, fast_numpy, from_record, stacked_numpy
 from flowerbed.core.codecs import STATE_PREFIX, Codec
 from flowerbed.core.params import Config
 from flowerbed.core.rng import Stream, stream
@@ -146,8 +146,7 @@ def decompress_batch(codec: Codec, payloads: Sequence[ArrayRecord], received: St
     if any(list(p) != keys for p in payloads):
         return None
     try:
-        stacked = {key: np.stack([fast_numpy(p[key], copy=False) for p in payloads])
-                   for key in keys}
+        stacked = {key: stacked_numpy([p[key] for p in payloads]) for key in keys}
         out: dict[str, np.ndarray] = {}
         for name, x in received.items():
             parts = {part: stacked[key] for key, (tensor, _, part) in tensor_of.items()

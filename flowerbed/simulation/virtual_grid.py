@@ -186,13 +186,17 @@ class VirtualGrid(Grid):
         if not messages:
             return []
         by_type: dict[str, list[Message]] = {}
+        sizes: dict[int, int] = {}  # per content (a strategy sends one to many nodes)
         for msg in messages:
             dst = msg.metadata.dst_node_id
             if not 0 <= dst < self.num_nodes:
                 raise ValueError(
                     f"message to unknown node {dst} (nodes are 0..{self.num_nodes - 1})")
             if self.count_server_traffic:
-                self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
+                content = msg.content
+                if id(content) not in sizes:
+                    sizes[id(content)] = payload_nbytes(content)
+                self.ledger.record(SERVER, dst, sizes[id(content)])
             by_type.setdefault(msg.metadata.message_type, []).append(msg)
         replies: list[Message] = []
         stats = self.round_stats(self.server_round)
