@@ -99,9 +99,15 @@ def encode_updates(batch: Sequence[Encodable], cfg: Config
             p -= np.stack([np.asarray(r[name], np.float32).ravel() for _, _, r, _, _ in batch])
         if codec.error_feedback:  # p = delta + e (no residual yet: e = 0)
             key = STATE_PREFIX + name
-            for i, kept_record in enumerate(kept_records):
-                if kept_record is not None and key in kept_record:
-                    p[i] += fast_numpy(kept_record[key], copy=False).ravel()
+            found = [(i, rec[key]) for i, rec in enumerate(kept_records)
+                     if rec is not None and key in rec]
+            if found:
+                have, arrays = [i for i, _ in found], [a for _, a in found]
+                try:  # all residuals' bytes at once
+                    e = stacked_numpy(arrays).reshape(len(have), -1)
+                except ValueError:
+                    e = np.stack([fast_numpy(a, copy=False).ravel() for a in arrays])
+                p[have] += e
         rows[name] = p
     finite = np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in rows.values()])
     encoded = {name: codec.encode_rows(p) for name, p in rows.items()}
