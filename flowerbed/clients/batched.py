@@ -224,14 +224,21 @@ def _batch_indices(plans: Sequence[Sequence[np.ndarray]], rows: Sequence[np.ndar
 
 def _client_states(rule: ClientRule, jobs: Sequence[ClientJob], w: Tensors) -> Tensors:
     """The rule's per-client state, stacked in the order of ``jobs`` (= of ``w``): what a
-    client kept, or the rule's initial state for a client in its first round."""
+    client kept, or the rule's initial state for a client in its first round. The kept
+    rows of each state tensor are written in one indexing operation."""
     state = rule.initial_state(w)
+    kept: dict[str, tuple[list[int], list[np.ndarray]]] = {k: ([], []) for k in state}
     for row, job in enumerate(jobs):
         for k, v in (job.client_state or {}).items():
             if k not in state:
                 raise ValueError(f"client rule {rule.name!r}: kept state {k!r} is not one "
                                  f"of its state's names {sorted(state)}")
-            state[k][row] = torch.from_numpy(np.asarray(v, np.float32)).to(state[k].device)
+            kept[k][0].append(row)
+            kept[k][1].append(np.asarray(v, np.float32))
+    for k, (rows, values) in kept.items():
+        if rows:
+            state[k][torch.tensor(rows, dtype=torch.int64, device=state[k].device)] = (
+                torch.from_numpy(np.stack(values)).to(state[k].device))
     return state
 
 
@@ -338,8 +345,8 @@ def _results(jobs: Sequence[ClientJob], order: np.ndarray, steps: np.ndarray,
         metrics.update({k: float(v[pos]) for k, v in metrics_np.items()})
         results[i] = TrainResult(
             state, metrics,
-            {k: v[pos].copy() for k, v in outputs_np.items()} if custom else None,
-            {k: v[pos].copy() for k, v in state_np.items()} if custom and state_np else None)
+            {k: v[pos] for k, v in outputs_np.items()} if custom else None,
+            {k: v[pos] for k, v in state_np.items()} if custom and state_np else None)
     return [r for r in results if r is not None]
 
 

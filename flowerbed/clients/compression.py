@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from flowerbed.core.arrays import State, from_record
+from flowerbed.core.arrays import State, fast_numpy, from_record, stacked_numpy
 from flowerbed.core.codecs import STATE_PREFIX, Codec
 from flowerbed.core.params import Config
 from flowerbed.core.rng import Stream, stream
@@ -87,27 +87,42 @@ def encode_updates(batch: Sequence[Encodable], cfg: Config
         return [encode_update(m, kept, r, content, cfg, vid)
                 for m, kept, r, content, vid in batch]
     names = list(batch[0][0])
-    residuals = [residual_of(content) for _, _, _, content, _ in batch]
+    kept_records = [client_state_of(content) for _, _, _, content, _ in batch]
+    shared = batch[0][2]  # one sent model for the whole batch (the common case)
+    same_sent = all(r is shared for _, _, r, _, _ in batch)
     rows: dict[str, np.ndarray] = {}
     for name in names:
-        p = (np.stack([np.asarray(m[name], np.float32).ravel() for m, *_ in batch])
-             - np.stack([np.asarray(r[name], np.float32).ravel() for _, _, r, _, _ in batch]))
+        p = np.stack([np.asarray(m[name], np.float32).ravel() for m, *_ in batch])
+        if same_sent:
+            p -= np.asarray(shared[name], np.float32).reshape(1, -1)
+        else:
+            p -= np.stack([np.asarray(r[name], np.float32).ravel() for _, _, r, _, _ in batch])
         if codec.error_feedback:  # p = delta + e (no residual yet: e = 0)
-            p += np.stack([np.asarray(e[name], np.float32).ravel() if name in e
-                           else np.zeros(p.shape[1], np.float32) for e in residuals])
+            key = STATE_PREFIX + name
+            found = [(i, rec[key]) for i, rec in enumerate(kept_records)
+                     if rec is not None and key in rec]
+            if found:
+                have, arrays = [i for i, _ in found], [a for _, a in found]
+                try:  # all residuals' bytes at once
+                    e = stacked_numpy(arrays).reshape(len(have), -1)
+                except ValueError:
+                    e = np.stack([fast_numpy(a, copy=False).ravel() for a in arrays])
+                p[have] += e
         rows[name] = p
     finite = np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in rows.values()])
     encoded = {name: codec.encode_rows(p) for name, p in rows.items()}
+    keys = [(f"{name}|{part}", arr) for name in names for part, arr in encoded[name][0].items()]
+    shapes = {name: np.shape(batch[0][0][name]) for name in names}
+    residuals = [(STATE_PREFIX + name, encoded[name][1].reshape(-1, *shapes[name]))
+                 for name in names] if codec.error_feedback else []
     out: list[tuple[State, State | None] | None] = []
-    for i, (model, kept, _, _, _) in enumerate(batch):
+    for i, (_, kept, _, _, _) in enumerate(batch):
         if not finite[i]:
             out.append(None)  # sent uncompressed, for the server to reject
             continue
-        payload = {f"{name}|{part}": arr[i] for name in names
-                   for part, arr in encoded[name][0].items()}
-        if codec.error_feedback:
-            kept = {**(kept or {}), **{STATE_PREFIX + name: encoded[name][1][i].reshape(
-                np.shape(model[name])) for name in names}}
+        payload = {key: arr[i] for key, arr in keys}
+        if residuals:
+            kept = {**(kept or {}), **{key: arr[i] for key, arr in residuals}}
         out.append((payload, kept or None))
     return out
 
@@ -120,5 +135,35 @@ def decompress(codec: Codec, payload: ArrayRecord, received: State) -> State:
             for k in received}
 
 
-__all__ = ["codec_rng", "decompress", "encode_update", "encode_updates", "residual_of",
-           "without_codec_state"]
+def decompress_batch(codec: Codec, payloads: Sequence[ArrayRecord], received: State
+                     ) -> list[State] | None:
+    """:func:`decompress` of many payloads answering the same sent model ``received``, each
+    tensor of all of them decoded in one call (:meth:`~flowerbed.core.codecs.Codec.
+    decode_rows`): the same models as one by one (tested). None when the payloads do not
+    all have the layout of the first one, or one of them does not fit the model: the
+    caller then decodes them one by one, which names each bad payload."""
+    if not payloads:
+        return []
+    first_rec = payloads[0]
+    keys = list(first_rec)
+    tensor_of = {key: key.rpartition("|") for key in keys}
+    if any(name not in received for name, _, _ in tensor_of.values()):
+        return None
+    if any(list(p) != keys for p in payloads):
+        return None
+    try:
+        stacked = {key: stacked_numpy([p[key] for p in payloads]) for key in keys}
+        out: dict[str, np.ndarray] = {}
+        for name, x in received.items():
+            parts = {part: stacked[key] for key, (tensor, _, part) in tensor_of.items()
+                     if tensor == name}
+            x32 = np.asarray(x, np.float32)
+            out[name] = (x32.reshape(1, -1) + codec.decode_rows(parts, x32.size)).astype(
+                np.float32, copy=False).reshape(len(payloads), *x32.shape)
+    except (KeyError, ValueError, IndexError):
+        return None
+    return [{name: rows[i] for name, rows in out.items()} for i in range(len(payloads))]
+
+
+__all__ = ["codec_rng", "decompress", "decompress_batch", "encode_update", "encode_updates",
+           "residual_of", "without_codec_state"]

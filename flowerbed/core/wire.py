@@ -17,7 +17,7 @@ Unpacking restores one RecordDict per virtual client with the same keys and valu
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -189,16 +189,11 @@ def directive(content: RecordDict) -> str | None:
 # --- a client's kept state ---------------------------------------------------------------------
 
 
-def with_client_state(content: RecordDict, state: ArrayRecord) -> RecordDict:
-    """``content`` plus the client's kept state (a new RecordDict: shared payloads stay
-    shared)."""
-    return copied(content, {CLIENT_STATE_KEY: state})
-
-
-def with_record(content: RecordDict, key: str, record: Record) -> RecordDict:
-    """``content`` plus ``record`` under ``key`` (a new RecordDict: shared payloads stay
-    shared)."""
-    return copied(content, {key: record})
+def with_records(content: RecordDict, records: Mapping[str, Record]) -> RecordDict:
+    """``content`` plus ``records`` (e.g. the client's kept state under
+    :data:`CLIENT_STATE_KEY`, the codec marker under :data:`CODEC_KEY`): one new RecordDict
+    per message, whose shared payloads stay shared."""
+    return copied(content, records)
 
 
 def client_state_of(content: RecordDict) -> ArrayRecord | None:

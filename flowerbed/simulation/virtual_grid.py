@@ -27,21 +27,21 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from flowerbed.clients.compression import decompress
+from flowerbed.clients.compression import decompress, decompress_batch
 from flowerbed.clients.injected import CORRUPT, FAIL
 from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
 from flowerbed.core.codecs import Codec
 from flowerbed.core.records import all_of, filled, first
 from flowerbed.core.validation import check_reply_arrays
 from flowerbed.core.wire import (
+    CLIENT_STATE_KEY,
     CODEC_KEY,
     CODEC_PAYLOAD_KEY,
     directive,
     reply_error,
     round_and_attempt,
-    with_client_state,
     with_directive,
-    with_record,
+    with_records,
     without_client_state,
 )
 from flowerbed.simulation.adversary import Adversary, Reply
@@ -187,13 +187,17 @@ class VirtualGrid(Grid):
         if not messages:
             return []
         by_type: dict[str, list[Message]] = {}
+        sizes: dict[int, int] = {}  # per content (a strategy sends one to many nodes)
         for msg in messages:
             dst = msg.metadata.dst_node_id
             if not 0 <= dst < self.num_nodes:
                 raise ValueError(
                     f"message to unknown node {dst} (nodes are 0..{self.num_nodes - 1})")
             if self.count_server_traffic:
-                self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
+                content = msg.content
+                if id(content) not in sizes:
+                    sizes[id(content)] = payload_nbytes(content)
+                self.ledger.record(SERVER, dst, sizes[id(content)])
             by_type.setdefault(msg.metadata.message_type, []).append(msg)
         replies: list[Message] = []
         stats = self.round_stats(self.server_round)
@@ -218,10 +222,13 @@ class VirtualGrid(Grid):
                            if fault is Fault.CORRUPT else self._poisoned(msg, train))
                 kept = self.client_states.record_for(msg.metadata.dst_node_id) if train \
                     else None
+                added: dict[str, ArrayRecord | ConfigRecord] = {}
                 if kept is not None:  # after the ledger counted the message: not traffic
-                    content = with_client_state(content, kept)
+                    added[CLIENT_STATE_KEY] = kept
                 if train and self.codec is not None:  # compress the reply (plumbing too)
-                    content = with_record(content, CODEC_KEY, self._codec_marker)
+                    added[CODEC_KEY] = self._codec_marker
+                if added:  # one copy of the content for both
+                    content = with_records(content, added)
                 delivered.append((msg, content))
             shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}  # per sent record
             received: dict[int, State] = {}  # per sent model record (decoding)
@@ -232,6 +239,7 @@ class VirtualGrid(Grid):
                 late |= self._late_by_clock(delivered, out, len(msgs), up_sizes)
             if train and self.adversary.active:
                 out = self._attacked(delivered, out, late, stats)
+            models = self._decoded_together(delivered, out, late, received) if train else {}
             for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
                 vid = msg.metadata.dst_node_id
                 if content is None:
@@ -253,7 +261,8 @@ class VirtualGrid(Grid):
                 up = up_sizes.get(pos)  # encoded, as it travelled
                 if up is None:
                     up = payload_nbytes(content)
-                content, reason = self._decompressed(msg.content, content, received)
+                content, reason = self._decompressed(msg.content, content, received,
+                                                     models.get(pos))
                 reason = reason or self._corrupt(msg.content, content, shapes)
                 if reason is not None:
                     replies.append(Message(Error(ERROR_CORRUPT, reason), reply_to=msg))
@@ -343,12 +352,42 @@ class VirtualGrid(Grid):
                                       self.server_round, r.node)
         return out
 
-    def _decompressed(self, sent: RecordDict, reply: RecordDict, received: dict[int, State]
-                      ) -> tuple[RecordDict, str | None]:
+    def _decoded_together(self, delivered: list[tuple[Message, RecordDict]],
+                          out: list[RecordDict | None], late: set[int],
+                          received: dict[int, State]) -> dict[int, State]:
+        """The models x + C(y - x) of the round's compressed replies, decoded together per
+        sent model (:func:`~flowerbed.clients.compression.decompress_batch`): position ->
+        model. Payloads that cannot be decoded together are left out (decoded one by one
+        by :meth:`_decompressed`, which names what is wrong)."""
+        if self.codec is None:
+            return {}
+        groups: dict[int, tuple[ArrayRecord, list[int], list[ArrayRecord]]] = {}
+        for pos, ((msg, _), content) in enumerate(zip(delivered, out, strict=True)):
+            payload = None if content is None or pos in late else content.get(
+                CODEC_PAYLOAD_KEY)
+            ref = first(msg.content, ArrayRecord)
+            if isinstance(payload, ArrayRecord) and ref is not None:
+                group = groups.setdefault(id(ref), (ref, [], []))
+                group[1].append(pos)
+                group[2].append(payload)
+        models: dict[int, State] = {}
+        for key, (ref, positions, payloads) in groups.items():
+            if len(payloads) < 2:
+                continue
+            if key not in received:
+                received[key] = from_record(ref, copy=False)
+            decoded = decompress_batch(self.codec, payloads, received[key])
+            if decoded is not None:
+                models.update(zip(positions, decoded, strict=True))
+        return models
+
+    def _decompressed(self, sent: RecordDict, reply: RecordDict, received: dict[int, State],
+                      model: State | None = None) -> tuple[RecordDict, str | None]:
         """(the reply with its model x + C(y - x) decoded, or why the payload is unusable).
 
         A reply without a codec payload (no codec, or an update sent uncompressed because
-        it was not finite) is returned as it is.
+        it was not finite) is returned as it is. ``model``: the reply's model, already
+        decoded (:meth:`_decoded_together`).
         """
         payload = reply.get(CODEC_PAYLOAD_KEY)
         if self.codec is None or not isinstance(payload, ArrayRecord):
@@ -356,12 +395,13 @@ class VirtualGrid(Grid):
         ref = first(sent, ArrayRecord)
         if ref is None:
             return reply, "corrupt: a compressed reply to a message without a model"
-        if id(ref) not in received:
-            received[id(ref)] = from_record(ref, copy=False)
-        try:
-            model = decompress(self.codec, payload, received[id(ref)])
-        except (KeyError, ValueError, IndexError) as err:
-            return reply, f"corrupt: undecodable {self.codec.name} payload ({err})"
+        if model is None:
+            if id(ref) not in received:
+                received[id(ref)] = from_record(ref, copy=False)
+            try:
+                model = decompress(self.codec, payload, received[id(ref)])
+            except (KeyError, ValueError, IndexError) as err:
+                return reply, f"corrupt: undecodable {self.codec.name} payload ({err})"
         rest = {k: v for k, v in reply.items() if k != CODEC_PAYLOAD_KEY}
         return filled(RecordDict(), {"arrays": to_record(model), **rest}), None
 

@@ -42,6 +42,32 @@ from flowerbed.tools.report_time import time_plot, time_table, timelines
 
 MIB = 2**20
 PRIMARY = "primary"  # [report] metric = "primary": each configuration's own primary metric
+# the ledger's links ([report] links = [...]): which bytes the table's MiB and the x axis of
+# <metric>_vs_bytes.png count (default: all three)
+LINKS = {"down": "cum_bytes_down", "up": "cum_bytes_up", "p2p": "cum_bytes_p2p"}
+LINK_NAMES = {"down": "downlink", "up": "uplink", "p2p": "peer-to-peer"}
+
+
+def link_keys(links: list[str] | None) -> tuple[str, ...]:
+    """The ledger counters of ``links`` (None: every link); ValueError on an unknown one."""
+    if links is None:
+        return tuple(LINKS.values())
+    unknown = sorted(set(links) - set(LINKS))
+    if unknown or not links:
+        raise ValueError(f"[report] links = {links}: each must be one of {sorted(LINKS)}")
+    return tuple(LINKS[k] for k in links)
+
+
+def links_text(links: list[str] | None) -> str:
+    """How the report names the links its bytes count: "all links", "uplink + ..."."""
+    return "all links" if links is None else " + ".join(LINK_NAMES[k] for k in links)
+
+
+def run_bytes(totals: dict[str, Any], links: list[str] | None = None) -> float:
+    """A run's bytes on ``links`` from its ledger totals."""
+    if links is None and "bytes" in totals:
+        return float(totals["bytes"])
+    return float(sum(totals.get(k, 0) for k in link_keys(links)))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -81,7 +107,8 @@ def by_label(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
-def table_rows(results: list[dict[str, Any]], metrics: list[str]) -> list[Row]:
+def table_rows(results: list[dict[str, Any]], metrics: list[str],
+               links: list[str] | None = None) -> list[Row]:
     rows = []
     for label, runs in by_label(results).items():
         row = Row(label, [int(r["seed"]) for r in runs])
@@ -92,7 +119,7 @@ def table_rows(results: list[dict[str, Any]], metrics: list[str]) -> list[Row]:
                 row.final[m] = mean_std(fin)
             if best:
                 row.best[m] = mean_std(best)
-        row.mib = mean_std([r["totals"].get("bytes", 0) / MIB for r in runs])
+        row.mib = mean_std([run_bytes(r["totals"], links) / MIB for r in runs])
         row.messages = mean_std([float(r["totals"].get("cum_messages", 0)) for r in runs])
         rows.append(row)
     return rows
@@ -240,10 +267,11 @@ def plot_stem(metrics: list[str]) -> str:
     return unique[0] if len(unique) == 1 else "primary_metric"
 
 
-def curves(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path
+def curves(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path,
+           links: list[str] | None = None
            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per label: rounds, mean and std of ``metric`` (None: the label's primary metric) over
-    seeds, mean cumulative bytes.
+    seeds, mean cumulative bytes (on ``links``; None: all).
 
     Only rounds every seed evaluated are kept, so each point averages all seeds.
     """
@@ -260,8 +288,7 @@ def curves(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path
                 rec = json.loads(line) if line.strip() else {}
                 v = rec.get(key)
                 if isinstance(v, int | float) and math.isfinite(v):
-                    b = sum(rec.get(k, 0) for k in ("cum_bytes_down", "cum_bytes_up",
-                                                    "cum_bytes_p2p"))
+                    b = sum(rec.get(k, 0) for k in link_keys(links))
                     pts[int(rec["round"])] = (float(v), float(b))
             per_seed.append(pts)
         if not per_seed:
@@ -296,16 +323,17 @@ def _axis_label(metrics: dict[str, str]) -> tuple[str, bool]:
 
 
 def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out_dir: Path,
-         title: str, logy: bool = False, facet_by: str | None = None) -> list[Path]:
-    """``<stem>_vs_round.png`` and ``<stem>_vs_bytes.png``: mean ± std over seeds per
-    configuration, at most 8 curves a panel, one panel group per value of the parameter
-    ``facet_by``."""
+         title: str, logy: bool = False, facet_by: str | None = None,
+         links: list[str] | None = None, log_bytes: bool = False) -> list[Path]:
+    """``<stem>_vs_round.png`` and ``<stem>_vs_bytes.png`` (bytes on ``links``, None: all;
+    a log axis with ``log_bytes``): mean ± std over seeds per configuration, at most 8
+    curves a panel, one panel group per value of the parameter ``facet_by``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = curves(results, metric, sweep_dir)
+    data = curves(results, metric, sweep_dir, links)
     groups = by_label(results)
     metrics = _metrics_by_label(results, metric)
     names = _names_by_label(results, metric)
@@ -321,12 +349,16 @@ def plot(results: list[dict[str, Any]], metric: str | None, sweep_dir: Path, out
             for label in labels:
                 rounds, mean, std, nbytes = data[label]
                 x = rounds if xname == "round" else nbytes / MIB
+                if log_bytes and xname == "bytes":  # nothing sent yet: not on a log axis
+                    x, mean, std = x[x > 0], mean[x > 0], std[x > 0]
                 name = label if single else f"{label}: {names[label]}"
                 line, = ax.plot(x, mean, label=name)
                 lo, hi = clip_band(metrics[label], mean, std)
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-            ax.set(xlabel="round" if xname == "round" else "cumulative MiB sent (all links)",
-                   ylabel=ylabel, title=ptitle, yscale="log" if logy else "linear")
+            ax.set(xlabel="round" if xname == "round" else
+                   f"cumulative MiB sent ({links_text(links)})",
+                   ylabel=ylabel, title=ptitle, yscale="log" if logy else "linear",
+                   xscale="log" if log_bytes and xname == "bytes" else "linear")
             if xname == "round":
                 integer_rounds(ax)
             ax.grid(alpha=0.3)
@@ -399,7 +431,8 @@ def _theory(spec: dict[str, Any], path: str | None
     return predict
 
 
-def primary_table(results: list[dict[str, Any]], extra: list[str]) -> str:
+def primary_table(results: list[dict[str, Any]], extra: list[str],
+                  links: list[str] | None = None) -> str:
     """One line per configuration: its own primary metric (final and best, mean ± std over
     seeds), the metrics shown next to it (its companions, then ``extra``), MiB, messages."""
     groups = by_label(results)
@@ -409,7 +442,7 @@ def primary_table(results: list[dict[str, Any]], extra: list[str]) -> str:
             *[f"final {m}" for m in shown], "MiB sent", "messages"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table_rows(results, list(dict.fromkeys(
-            [p.metric for p in prim.values()] + shown))):
+            [p.metric for p in prim.values()] + shown)), links):
         p = prim[row.label]
         cells = [row.label, str(len(row.seeds)), f"{p.label} (`{p.metric}`)",
                  _pm(row.final.get(p.metric)), _pm(row.best.get(p.metric)),
@@ -436,7 +469,11 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
         plotted = [r for key, best, _, _ in picked
                    for r in chosen_runs(results, ch["among"], ch["per"], key, best)]
     logy = bool(rep.get("log-y", False))
-    plots = plot(plotted, metric, base_dir, out_dir, name, logy, rep.get("facet"))
+    links = rep.get("links")
+    links = None if links is None else [links] if isinstance(links, str) else list(links)
+    link_keys(links)  # an unknown link fails here, before anything is written
+    plots = plot(plotted, metric, base_dir, out_dir, name, logy, rep.get("facet"), links,
+                 bool(rep.get("log-bytes", False)))
     plots.append(final_plot(plotted, metric, out_dir, name, logy))
     timed = timelines(plotted, lambda r: metric_of(r, metric), base_dir)
     if timed:  # runs on the virtual clock: the metric vs simulated time too
@@ -447,14 +484,14 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
     if spec.get("description"):
         parts += [spec["description"].strip(), ""]
     parts += [intro + " Mean ± std over seeds (sample std). `final` = last round, `best` = "
-              "best round; MiB and messages from the communication ledger (all links, whole "
-              "run).", ""]
+              f"best round; MiB and messages from the communication ledger ({links_text(links)} "
+              "for MiB, all links for messages; whole run).", ""]
     extra = list(rep.get("extra-metrics", []))
     prims = list(dict.fromkeys(primary_from(runs[0]) for runs in by_label(results).values()))
     if metric is None and len(prims) > 1:
         parts += ["Each configuration is judged by its strategy's primary metric (column "
                   "`primary metric`), the one its runs' console, summary.json and curves "
-                  "show.", "", primary_table(results, extra), ""]
+                  "show.", "", primary_table(results, extra, links), ""]
     else:
         if metric is None:  # one primary metric for all: a column per metric
             metric = prims[0].metric if prims else "test_accuracy"
@@ -462,7 +499,7 @@ def render(results: list[dict[str, Any]], base_dir: Path, out_dir: Path, spec: d
             if prims:
                 parts += [f"Judged by {prims[0].label} (`{metric}`).", ""]
         metrics = list(dict.fromkeys([metric, *extra]))
-        parts += [markdown_table(table_rows(results, metrics), metrics), ""]
+        parts += [markdown_table(table_rows(results, metrics, links), metrics), ""]
     theory = _theory(spec, rep.get("theory"))
     for ch in choices:
         maximize_ = bool(ch.get("maximize", True))

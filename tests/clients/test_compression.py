@@ -1,4 +1,5 @@
-"""A worker encodes a batch of replies at once with the same bytes as client by client.
+"""A worker encodes a batch of replies at once with the same bytes as client by client, and
+the grid decodes them at once into the same models.
 
 ``encode_updates`` stacks the clients' updates into a clients x entries matrix per tensor
 for the deterministic codecs; every payload, every error-feedback residual and every
@@ -11,8 +12,13 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
-from flowerbed.clients.compression import encode_update, encode_updates
-from flowerbed.core.arrays import State, to_record
+from flowerbed.clients.compression import (
+    decompress,
+    decompress_batch,
+    encode_update,
+    encode_updates,
+)
+from flowerbed.core.arrays import State, from_record, to_record
 from flowerbed.core.codecs import Codec
 from flowerbed.core.wire import CLIENT_STATE_KEY
 from flowerbed.run.config import parse_run_config
@@ -89,3 +95,41 @@ def test_row_wise_topk_by_hand() -> None:
     np.testing.assert_array_equal(residual, [[0.5, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="client by client"):
         Codec("qsgd").encode_rows(rows)
+
+
+@pytest.mark.parametrize("codec", ["topk", "randk", "qsgd", "sign", "fp16", "bf16"])
+def test_the_grid_decodes_a_batch_as_client_by_client(codec: str) -> None:
+    """``decompress_batch`` (the grid's path) gives every client the model ``decompress``
+    gives it, bit for bit; a batch with one payload that does not fit the model is left
+    to the one-by-one path (None), which names the bad payload."""
+    c = Codec(codec, 0.25, 4)
+    rng = np.random.default_rng(3)
+    sent = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+    payloads = [to_record(c.encode({k: rng.normal(size=s).astype(np.float32)
+                                     for k, s in SHAPES.items()}, rng)) for _ in range(5)]
+    together = decompress_batch(c, payloads, sent)
+    assert together is not None
+    for payload, got in zip(payloads, together, strict=True):
+        one = decompress(c, payload, sent)
+        assert list(got) == list(one)
+        for k in one:
+            assert got[k].dtype == np.float32 and got[k].shape == SHAPES[k]
+            np.testing.assert_array_equal(got[k], one[k])
+    bad = from_record(payloads[2])
+    part = next(k for k in bad if k.startswith("bias|"))
+    bad[part] = bad[part][:-1]  # one entry short
+    assert decompress_batch(c, [*payloads[:2], to_record(bad), *payloads[3:]], sent) is None
+    with pytest.raises((ValueError, IndexError)):
+        decompress(c, to_record(bad), sent)
+
+
+def test_batch_decode_of_topk_by_hand() -> None:
+    """Two clients, d = 4, k = 2: x + the sent entries at their indices."""
+    sent = {"w": np.array([1.0, 1.0, 1.0, 1.0], np.float32)}
+    payloads = [to_record({"w|values": np.array(v, np.float32),
+                           "w|indices": np.array(i, np.int32)})
+                for v, i in (([-3.0, 2.0], [1, 3]), ([4.0, -1.0], [0, 3]))]
+    got = decompress_batch(Codec("topk", 0.5), payloads, sent)
+    assert got is not None
+    np.testing.assert_array_equal(got[0]["w"], [1.0, -2.0, 1.0, 3.0])
+    np.testing.assert_array_equal(got[1]["w"], [5.0, 1.0, 1.0, 0.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from flowerbed.core.arrays import fast_array, fast_numpy, from_record, to_record
+from flowerbed.core.arrays import fast_array, fast_numpy, from_record, stacked_numpy, to_record
 
 
 @pytest.mark.parametrize("value", [
@@ -49,3 +49,24 @@ def test_to_record_equals_flowers_array_record() -> None:
     ours = to_record(state)
     assert ours == theirs
     assert ours.object_id == theirs.object_id
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.float32, (3, 4)), (np.int32, (5,)),
+                                          (np.uint8, (2,)), (np.float16, ())])
+def test_stacked_numpy_equals_stacking_each(dtype: type, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    values = [np.asarray(rng.normal(size=shape) * 50).astype(dtype) for _ in range(4)]
+    got = stacked_numpy([Array(v) for v in values])  # Flower's own serialisation
+    assert got.dtype == np.dtype(dtype) and got.shape == (4, *shape)
+    np.testing.assert_array_equal(got, np.stack(values))
+    got[0] = 0  # a writable copy
+
+
+def test_stacked_numpy_refuses_mixed_layouts() -> None:
+    a = fast_array(np.zeros((2, 3), np.float32))
+    for other in (np.zeros((3, 2), np.float32), np.zeros((2, 3), np.int32),
+                  np.zeros((2, 4), np.float32)):
+        with pytest.raises(ValueError):
+            stacked_numpy([a, fast_array(other)])
+    with pytest.raises(ValueError):
+        stacked_numpy([])

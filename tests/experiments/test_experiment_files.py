@@ -22,7 +22,7 @@ SWEEPS = sorted(p for p in EXPERIMENTS.glob("*.toml")
 def test_every_experiment_has_its_committed_report() -> None:
     names = {tomllib.loads(p.read_text())["name"] for p in EXPERIMENTS.glob("*.toml")}
     assert {"teleportation-scaling", "fedau-participation", "paris-experts", "single-merge",
-            "network-costs", "client-rules", "robustness", "async"} <= names
+            "network-costs", "client-rules", "robustness", "async", "compression"} <= names
     reports = {p.parent.name for p in (EXPERIMENTS / "results").glob("*/report.md")}
     assert names == reports
     assert experiment_file("fedau-participation", EXPERIMENTS).name == "fedau_participation.toml"

@@ -56,11 +56,16 @@ UNPACKED_EXTRA: dict[str, dict[str, Any]] = {"scaffold": {"fraction-train": 1.0}
 # arithmetic that is the same code on both engines (fedavg-known, gossip, monna, ...).
 PACKED = ("fedavg", "fedau", "paris", "dsgd", "modest", "teleportation", "scaffold",
           "zo-sgd", "fedbuff", "choco")
-# the packed scaffold run also compresses its replies (top-k with error feedback): the
-# worker encodes its batch at once and the residual sits beside c_i in the client store,
-# carried through the Flower transport
+# Codecs ride along on three of the packed runs (no extra `flwr run`): scaffold compresses
+# its replies with top-k and error feedback (the worker encodes its batch at once, the grid
+# decodes them at once, the residual sits beside c_i in the client store, carried through
+# the Flower transport); fedau with random-k and error feedback (encoded client by client,
+# each client's draws from its own (seed, round, client) stream, whichever worker hosts
+# it); choco gossips QSGD-compressed differences (the strategy's own codec)
 PACKED_EXTRA: dict[str, dict[str, Any]] = {
-    "scaffold": {"codec": "topk", "codec-ratio": 0.25, "error-feedback": True}}
+    "scaffold": {"codec": "topk", "codec-ratio": 0.25, "error-feedback": True},
+    "fedau": {"codec": "randk", "codec-ratio": 0.25, "error-feedback": True},
+    "choco": {"codec": "qsgd", "qsgd-levels": 4}}
 # asynchronous strategies run on the virtual clock
 TIMED: dict[str, Any] = {"step-seconds": 1.0, "speed-spread": 0.5, "concurrency": 3,
                          "buffer-size": 2, "fix-interval-s": 20.0}
@@ -123,9 +128,11 @@ def test_packed_flwr_run_equals_in_process(name: str, link: LocalSuperLink,
     packed = _flwr_run(link, name, tmp_path, supernodes=2, workers=2, **extra)
     local = _in_process(name, tmp_path, **extra)
     _assert_same(packed, local)
-    if extra:  # encoded uplink (k values + k indices of the model; Delta c as it is)
+    if extra and name != "choco":  # encoded uplink (k values + k indices; Delta c as is)
         up, down = packed[-1]["cum_bytes_up"], packed[-1]["cum_bytes_down"]
         assert up == local[-1]["cum_bytes_up"] and 0 < up < 0.8 * down  # (plain: up = down)
+    if name == "choco":  # each edge of the ring carried one encoded q per round
+        assert packed[-1]["cum_bytes_p2p"] == local[-1]["cum_bytes_p2p"] > 0
 
 
 @pytest.mark.slow

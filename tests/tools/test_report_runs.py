@@ -133,3 +133,32 @@ def test_report_plots_facet_and_clip(tmp_path: Path, saved_figures: dict[str, An
     tops = [v[:, 1].max() for c in ax.collections for v in [np.asarray(
         c.get_paths()[0].vertices)]]
     assert tops and max(tops) == pytest.approx(1.0)
+
+
+def test_report_bytes_count_the_chosen_links(tmp_path: Path,
+                                             saved_figures: dict[str, Any]) -> None:
+    """``[report] links``: the bytes axis and the MiB column count only those links (a codec
+    compresses what clients send, not the server's model); ``log-bytes``: a log axis."""
+    from flowerbed.tools.report import render, table_rows
+
+    d = tmp_path / "run"
+    d.mkdir()
+    d.joinpath("metrics.jsonl").write_text("".join(json.dumps(
+        {"round": t, "test_accuracy": 0.1 * t, "cum_bytes_down": 100 * t,
+         "cum_bytes_up": 10 * t, "cum_bytes_p2p": 1 * t}) + "\n" for t in range(1, 4)))
+    totals = {"cum_bytes_down": 300, "cum_bytes_up": 30, "cum_bytes_p2p": 3, "bytes": 333}
+    results = [{"label": "c", "params": {}, "seed": 0, "final": {"test_accuracy": 0.3},
+                "best": {"test_accuracy": 0.3}, "run_dir": "run", "totals": totals}]
+    up = table_rows(results, ["test_accuracy"], ["up", "p2p"])[0]
+    assert up.mib[0] * 2**20 == pytest.approx(33)
+    assert table_rows(results, ["test_accuracy"])[0].mib[0] * 2**20 == pytest.approx(333)
+    spec = {"name": "t", "report": {"metric": "test_accuracy", "links": ["up", "p2p"],
+                                    "log-bytes": True}}
+    text = render(results, tmp_path, tmp_path / "rep", spec, "1 run.").read_text()
+    assert "uplink + peer-to-peer for MiB" in text
+    ax = saved_figures["accuracy_vs_bytes.png"].axes[0]
+    assert ax.get_xscale() == "log" and "uplink + peer-to-peer" in ax.get_xlabel()
+    # round 0 (nothing sent yet) is left off the log axis
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata() * 2**20, [11, 22, 33])
+    with pytest.raises(ValueError, match="links"):
+        render(results, tmp_path, tmp_path / "rep", {"report": {"links": ["sideways"]}}, "")
