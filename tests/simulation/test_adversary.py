@@ -22,8 +22,8 @@ from flowerbed.core.wire import (
     INJECT_KEY,
     directive,
     error_reply,
-    with_client_state,
     with_directive,
+    with_records,
 )
 from flowerbed.run import checkpoint
 from flowerbed.run.config import parse_run_config
@@ -383,8 +383,8 @@ def test_a_crafted_model_is_encoded_with_the_clients_own_error_feedback():
     crafted = {"w": np.array([4.0, -3.0, 2.0, 1.0], np.float32)}
     # the malicious client's residual before the round, (0, 0, 0, 5), rides on its message;
     # its honest update left residual (9, 9, 9, 9) and a client rule's state "rule.c"
-    delivered = with_client_state(RecordDict({"config": ConfigRecord({})}),
-                                  to_record({"codec.w": np.array([0, 0, 0, 5], np.float32)}))
+    delivered = with_records(RecordDict({"config": ConfigRecord({})}), {
+        CLIENT_STATE_KEY: to_record({"codec.w": np.array([0, 0, 0, 5], np.float32)})})
     reply = RecordDict({
         CODEC_PAYLOAD_KEY: to_record(TOPK_EF.encode({"w": np.ones(4, np.float32)}, None)),
         "metrics": MetricRecord({"num-examples": 1.0}),
