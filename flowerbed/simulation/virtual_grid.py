@@ -32,7 +32,7 @@ from flowerbed.clients.injected import CORRUPT, FAIL
 from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
 from flowerbed.core.codecs import Codec
 from flowerbed.core.records import all_of, filled, first
-from flowerbed.core.validation import check_reply_arrays
+from flowerbed.core.validation import check_reply_record
 from flowerbed.core.wire import (
     CODEC_KEY,
     CODEC_PAYLOAD_KEY,
@@ -186,13 +186,18 @@ class VirtualGrid(Grid):
         if not messages:
             return []
         by_type: dict[str, list[Message]] = {}
+        sizes: dict[int, int] = {}  # per content: a strategy sends one content to many
         for msg in messages:
             dst = msg.metadata.dst_node_id
             if not 0 <= dst < self.num_nodes:
                 raise ValueError(
                     f"message to unknown node {dst} (nodes are 0..{self.num_nodes - 1})")
             if self.count_server_traffic:
-                self.ledger.record(SERVER, dst, payload_nbytes(msg.content))
+                content = msg.content
+                nbytes = sizes.get(id(content))
+                if nbytes is None:
+                    nbytes = sizes[id(content)] = payload_nbytes(content)
+                self.ledger.record(SERVER, dst, nbytes)
             by_type.setdefault(msg.metadata.message_type, []).append(msg)
         replies: list[Message] = []
         stats = self.round_stats(self.server_round)
@@ -355,7 +360,7 @@ class VirtualGrid(Grid):
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,
                  shapes: dict[int, dict[str, tuple[int, ...]] | None]) -> str | None:
-        """Why the reply's arrays are unusable (see :func:`check_reply_arrays`), or None.
+        """Why the reply's arrays are unusable (see :func:`check_reply_record`), or None.
 
         ``shapes`` caches the sent arrays' shapes per sent record (a broadcast model is
         one record shared by all of a round's messages).
@@ -367,4 +372,4 @@ class VirtualGrid(Grid):
             ref = first(sent, ArrayRecord)
             shapes[id(sent)] = ({k: tuple(a.shape) for k, a in ref.items()}
                                 if ref is not None else None)
-        return check_reply_arrays(shapes[id(sent)], from_record(got, copy=False))
+        return check_reply_record(shapes[id(sent)], got)
