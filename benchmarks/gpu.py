@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 r = harness.measure(system, workload, rounds, args.timeout)
                 r["note"] = f"device {device}" + ("; --quick: 3 rounds" if rounds else "")
                 results.append(r)
-                print(f"[bench]   {r.get('client_rounds_per_s', 0):.0f} client-rounds/s, "
-                      f"{r['total_wall_s']:.1f} s" + (" FAILED" if "error" in r else ""),
-                      flush=True)
+                rate = harness.rate_text(r.get("client_rounds_per_s"))
+                print(f"[bench]   {rate} client-rounds/s, {r['total_wall_s']:.1f} s"
+                      + (" FAILED" if "error" in r else ""), flush=True)
         finally:
             os.environ.pop("BENCH_DEVICE", None)
             if os.environ.get(DATA_CACHE_ENV) == cache:

@@ -179,7 +179,7 @@ def ratios(results: list[dict[str, Any]], best: bool = False) -> list[tuple[str,
         if a is None or b is None:
             rows.append((name, "not measured", "n/a"))
             return
-        rows.append((name, f"{a / b:.2f}x ({a:.0f} / {b:.0f} client-rounds/s)",
+        rows.append((name, f"{a / b:.2f}x ({rate_text(a)} / {rate_text(b)} client-rounds/s)",
                      "met" if a / b >= want else f"missed ({a / b / want:.0%} of target)"))
 
     ratio("W0: in-process >= 2x pfl-research", ("c", "W0"), ("e", "W0"), 2.0)
@@ -204,8 +204,8 @@ def ratios(results: list[dict[str, Any]], best: bool = False) -> list[tuple[str,
                          f"{q:.2f}x ({t10[rnd]:.3f} / {t1[rnd]:.3f} s)",
                          "met" if q <= 1.2 else f"missed by {q - 1.2:.2f}x"))
         else:
-            rows.append((f"W3 ({s}): round at n=10,000 within 1.2x of n=1,000", "not run",
-                         "n/a (no teleportation strategy on this branch)"))
+            rows.append((f"W3 ({s}): round at n=10,000 within 1.2x of n=1,000",
+                         "not measured", "n/a"))
     c10 = _get(results, "c", "C10-1k")
     if c10:
         rows.append(("CIFAR-10-sized run, 1,000 clients, in-process: peak RSS",
@@ -221,6 +221,14 @@ def ratios(results: list[dict[str, Any]], best: bool = False) -> list[tuple[str,
                      ", ".join(f"{s}: {v:.4f}" for s, v in accs.items()),
                      "met" if spread <= 1.0 else f"missed (spread {spread:.2f} points)"))
     return rows
+
+
+def rate_text(v: Any) -> str:
+    """Client-rounds/s for the tables: whole numbers from 100, else 2 decimals (W4's large
+    model trains about one client-round a second on a CPU core)."""
+    if not isinstance(v, int | float):
+        return "-"
+    return f"{v:.0f}" if v >= 100 else f"{v:.2f}"
 
 
 def _end_and_passes(info: dict[str, Any]) -> str:
@@ -252,7 +260,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         note = r.get("note", "")
         if r.get("passes_client_rounds_per_s"):
             note = (note + "; " if note else "") + "passes: " + ", ".join(
-                f(v, ".0f") for v in r["passes_client_rounds_per_s"]) + " client-rounds/s"
+                rate_text(v) for v in r["passes_client_rounds_per_s"]) + " client-rounds/s"
         if r.get("round1_end_s") is not None and r["system"] == "g":
             note = (note + "; " if note else "") + (
                 f"round 1 ends {r['round1_end_s']:.1f} s after the command starts; "
@@ -262,8 +270,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
             note = (note + "; " if note else "") + "FAILED: " + last
         lines.append(
             f"| {r['workload']} | ({r['system']}) {SYSTEM_NAMES[r['system']]} | "
-            f"{f(r.get('client_rounds_per_s'), '.0f')} | "
-            f"{f(r.get('best_client_rounds_per_s'), '.0f')} | "
+            f"{rate_text(r.get('client_rounds_per_s'))} | "
+            f"{rate_text(r.get('best_client_rounds_per_s'))} | "
             f"{f(r.get('steady_round_s'), '.3f')} | "
             f"{f(r.get('startup_s'), '.1f')} | {f(r.get('total_wall_s'), '.1f')} | "
             f"{f(r.get('peak_rss_gib'), '.2f')} | {f(r.get('final_accuracy'), '.4f')} | "
@@ -320,7 +328,7 @@ def main() -> None:
             r["note"] = note
             r["load_average_before"] = os.getloadavg()
             results.append(r)
-            print(f"[bench]   {r.get('client_rounds_per_s', 0):.0f} client-rounds/s, "
+            print(f"[bench]   {rate_text(r.get('client_rounds_per_s'))} client-rounds/s, "
                   f"{r['total_wall_s']:.1f} s, peak {r['peak_rss_gib']:.2f} GiB"
                   + (" FAILED" if "error" in r else ""), flush=True)
         passes.append(results)
