@@ -143,6 +143,7 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                     result.arrays = arrays = agg_arrays
                 if agg_metrics is not None:
                     result.train_metrics_clientapp[current_round] = agg_metrics
+            replies = None  # one model per client: freed before the next round trains
             eval_replies = grid.send_and_receive(
                 messages=self.configure_evaluate(current_round, arrays, evaluate_config, grid),
                 timeout=timeout)
