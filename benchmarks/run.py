@@ -326,7 +326,7 @@ def main() -> None:
             print(f"[bench] pass {n + 1}: ({system}) {workload} ...", flush=True)
             r = measure(system, workload, rounds, args.timeout)
             r["note"] = note
-            r["load_average_before"] = os.getloadavg()
+            r["load_average_after"] = os.getloadavg()  # 1, 5, 15 min, as it ended
             results.append(r)
             print(f"[bench]   {rate_text(r.get('client_rounds_per_s'))} client-rounds/s, "
                   f"{r['total_wall_s']:.1f} s, peak {r['peak_rss_gib']:.2f} GiB"

@@ -106,10 +106,19 @@ def _flwr(app: Path, run_config: dict[str, Any], federation: str) -> None:
 
 
 def run_flowerbed_flwr(workload: str, rounds: int | None) -> dict[str, Any]:
+    """As ``flowerbed run`` runs it: the data are built once, here, and the ServerApp and
+    the workers load them (:mod:`flowerbed.clients.data_cache`, through the SuperLink's
+    environment) instead of each decoding the dataset again."""
+    from flowerbed.clients.data import load_federation
+    from flowerbed.clients.data_cache import ENV
+    from flowerbed.run.config import parse_run_config
+
     changes = {"num-server-rounds": rounds} if rounds else {}
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as cache:
         cfg = {**config(workload, **changes), "tracking": True, "wandb": False,
                "output-dir": out, "run-name": "bench", "workers": 2}
+        os.environ[ENV] = cache
+        load_federation(parse_run_config(cfg))
         _flwr(REPO, cfg, "num-supernodes=2 client-resources-num-cpus=1")
         lines = (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(ln) for ln in lines if ln.strip()]
