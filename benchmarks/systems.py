@@ -7,6 +7,8 @@ Systems (the letters of the performance issue):
   d  a tight sequential PyTorch loop doing the same arithmetic (same batches, same init)
   e  pfl-research (``pfl``) in-process simulation
   f  a pure ``torch.func.vmap`` loop over all clients (the hardware reference)
+With ``fraction-train`` < 1 (W4) the references d and f draw their own seeded sample of
+the same number of clients each round, and pfl-research its own cohort of that size.
   g  the ``flowerbed run .`` command on the default config (start-up and wall time)
 Every system prints one JSON object: per-round wall times (training rounds only), the
 time from process start to the end of round 1, and the final test accuracy.
@@ -54,9 +56,29 @@ def _data_and_model(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 @torch.no_grad()
-def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    logits = model(torch.from_numpy(np.asarray(x, np.float32)))
-    return float((logits.argmax(1) == torch.from_numpy(y)).float().mean())
+def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1024
+              ) -> float:
+    correct = 0
+    for s in range(0, len(y), batch):  # batches: a CNN's activations on all of x are GiBs
+        logits = model(torch.from_numpy(np.asarray(x[s:s + batch], np.float32)))
+        correct += int((logits.argmax(1) == torch.from_numpy(y[s:s + batch])).sum())
+    return correct / max(len(y), 1)
+
+
+def _per_round(cfg: Any) -> int:
+    """Clients a round trains: as flowerbed's strategies sample (``fraction-train``)."""
+    return min(cfg.num_clients, max(cfg.min_train_nodes,
+                                    round(cfg.fraction_train * cfg.num_clients)))
+
+
+def _sampled(cfg: Any, rnd: int) -> np.ndarray:
+    """The clients round ``rnd`` trains in the references (d, f): all of them, or a
+    seeded uniform sample of ``_per_round`` (their own draw, not flowerbed's)."""
+    k = _per_round(cfg)
+    if k == cfg.num_clients:
+        return np.arange(k)
+    return np.sort(np.random.default_rng([cfg.seed, 77, rnd]).choice(
+        cfg.num_clients, size=k, replace=False))
 
 
 # --- (c) flowerbed in-process ------------------------------------------------------------
@@ -84,10 +106,19 @@ def _flwr(app: Path, run_config: dict[str, Any], federation: str) -> None:
 
 
 def run_flowerbed_flwr(workload: str, rounds: int | None) -> dict[str, Any]:
+    """As ``flowerbed run`` runs it: the data are built once, here, and the ServerApp and
+    the workers load them (:mod:`flowerbed.clients.data_cache`, through the SuperLink's
+    environment) instead of each decoding the dataset again."""
+    from flowerbed.clients.data import load_federation
+    from flowerbed.clients.data_cache import ENV
+    from flowerbed.run.config import parse_run_config
+
     changes = {"num-server-rounds": rounds} if rounds else {}
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as cache:
         cfg = {**config(workload, **changes), "tracking": True, "wandb": False,
                "output-dir": out, "run-name": "bench", "workers": 2}
+        os.environ[ENV] = cache
+        load_federation(parse_run_config(cfg))
         _flwr(REPO, cfg, "num-supernodes=2 client-resources-num-cpus=1")
         lines = (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(ln) for ln in lines if ln.strip()]
@@ -150,8 +181,9 @@ def run_loop(workload: str, rounds: int | None) -> dict[str, Any]:
     ends = [time.time()]
     for rnd in range(1, (rounds or cfg.num_server_rounds) + 1):
         acc = [torch.zeros_like(w, dtype=torch.float64) for w in global_w]
-        total = float(data.sizes.sum())
-        for c in range(cfg.num_clients):
+        chosen = _sampled(cfg, rnd)
+        total = float(data.sizes[chosen].sum())
+        for c in chosen.tolist():
             with torch.no_grad():
                 for p, w in zip(model.parameters(), global_w, strict=True):
                     p.copy_(w)
@@ -177,26 +209,31 @@ def run_loop(workload: str, rounds: int | None) -> dict[str, Any]:
 # --- (f) pure vmap ---------------------------------------------------------------------------
 
 def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
-    """All clients' parameters stacked, one vmapped gradient per step; torch RNG batches."""
+    """All clients' parameters stacked, one vmapped gradient per step; torch RNG batches.
+
+    A round's clients are trained in chunks of ``clients_per_call(model,
+    vmap-memory-mb)`` (flowerbed's own chunk size: the same memory budget), largest
+    first; all of them in one chunk when the budget is 0 or large enough.
+    """
     from torch.func import functional_call, grad, vmap
 
+    from flowerbed.clients.batched import clients_per_call
+
     cfg, data, model = _data_and_model(config(workload))
-    sizes = torch.from_numpy(data.sizes.astype(np.int64))
-    order = torch.argsort(sizes, descending=True)  # active clients = a prefix
-    sizes = sizes[order]
-    n_max, c = int(sizes.max()), cfg.num_clients
-    x = torch.zeros(c, n_max, *data.input_shape)
-    y = torch.zeros(c, n_max, dtype=torch.int64)
+    sizes_all = torch.from_numpy(data.sizes.astype(np.int64))
+    order = torch.argsort(sizes_all, descending=True)  # active clients = a prefix
+    sizes_all = sizes_all[order]
+    n_max, c_all = int(sizes_all.max()), cfg.num_clients
+    x = torch.zeros(c_all, n_max, *data.input_shape)
+    y = torch.zeros(c_all, n_max, dtype=torch.int64)
     for r, i in enumerate(order.tolist()):
         x[r, :len(data.y[i])] = torch.from_numpy(np.asarray(data.x[i], np.float32))
         y[r, :len(data.y[i])] = torch.from_numpy(data.y[i])
+    position = torch.empty_like(order)
+    position[order] = torch.arange(c_all)  # client id -> row of x
     b = cfg.batch_size
-    if cfg.local_steps:
-        steps = torch.full((c,), cfg.local_steps)
-    else:
-        steps = cfg.local_epochs * torch.ceil(sizes / b).long()
-    weights = (sizes / sizes.sum()).float()
     names = [k for k, _ in model.named_parameters()]
+    per_call = clients_per_call(model, cfg.vmap_memory_mb) or c_all
 
     def loss(w: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
              m: torch.Tensor) -> torch.Tensor:
@@ -206,12 +243,18 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
 
     vgrad = vmap(grad(loss))
     dev = torch.device(DEVICE)
-    x, y, sizes, steps, weights = (t.to(dev) for t in (x, y, sizes, steps, weights))
+    x, y, sizes_all = x.to(dev), y.to(dev), sizes_all.to(dev)
     global_w = {k: v.detach().clone().to(dev) for k, v in model.named_parameters()}
     torch.manual_seed(cfg.seed)
-    rows = torch.arange(c, device=dev)[:, None]
-    ends = [time.time()]
-    for _ in range(rounds or cfg.num_server_rounds):
+
+    def train_chunk(xc: torch.Tensor, yc: torch.Tensor, sizes: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        c = len(sizes)
+        if cfg.local_steps:
+            steps = torch.full((c,), cfg.local_steps, device=dev)
+        else:
+            steps = cfg.local_epochs * torch.ceil(sizes / b).long()
+        rows = torch.arange(c, device=dev)[:, None]
         w = {k: v.unsqueeze(0).repeat(c, *([1] * v.dim())) for k, v in global_w.items()}
         pad = (torch.arange(n_max, device=dev)[None, :] >= sizes[:, None]).float() * 2.0
         perm = torch.argsort(torch.rand(c, n_max, device=dev) + pad, dim=1)  # real first
@@ -225,12 +268,29 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
             idx = perm[:a, start:start + b]
             m = ((start + torch.arange(idx.shape[1], device=dev))[None, :]
                  < sizes[:a, None]).float()
-            g = vgrad({k: v[:a] for k, v in w.items()}, x[rows[:a], idx], y[rows[:a], idx], m)
+            g = vgrad({k: v[:a] for k, v in w.items()}, xc[rows[:a], idx],
+                      yc[rows[:a], idx], m)
             with torch.no_grad():
                 for k in names:
                     w[k][:a] -= cfg.lr * g[k]
-        global_w = {k: (weights.view(-1, *([1] * (v.dim() - 1))) * v).sum(0)
-                    for k, v in w.items()}
+        return w
+
+    ends = [time.time()]
+    for rnd in range(1, (rounds or cfg.num_server_rounds) + 1):
+        chosen = torch.sort(position[torch.from_numpy(_sampled(cfg, rnd))]).values.to(dev)
+        total = sizes_all[chosen].sum()
+        new_w = {k: torch.zeros_like(v) for k, v in global_w.items()}
+        for start in range(0, len(chosen), per_call):
+            rows_c = chosen[start:start + per_call]  # rows of x, largest clients first
+            if len(rows_c) == c_all:  # every client: views, no copy
+                xc, yc, sizes = x, y, sizes_all
+            else:
+                xc, yc, sizes = x[rows_c], y[rows_c], sizes_all[rows_c]
+            w = train_chunk(xc, yc, sizes)
+            weights = (sizes / total).float()
+            for k, v in w.items():
+                new_w[k] += (weights.view(-1, *([1] * (v.dim() - 1))) * v).sum(0)
+        global_w = new_w
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ends.append(time.time())
@@ -309,7 +369,7 @@ def run_pfl(workload: str, rounds: int | None) -> dict[str, Any]:
     train = NNTrainHyperParams(local_num_epochs=epochs, local_num_steps=None,
                                local_learning_rate=cfg.lr, local_batch_size=cfg.batch_size)
     algo = NNAlgorithmParams(central_num_iterations=n_rounds, evaluation_frequency=10**6,
-                             train_cohort_size=cfg.num_clients, val_cohort_size=0)
+                             train_cohort_size=_per_round(cfg), val_cohort_size=0)
     backend = SimulatedBackend(fed, val, postprocessors=[WeightByDatapoints()])  # as FedAvg
     FederatedAveraging().run(algorithm_params=algo, backend=backend,
                              model=model, model_train_params=train,

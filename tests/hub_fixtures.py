@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,20 @@ def _images(rng: np.random.Generator, protos: np.ndarray, labels: np.ndarray) ->
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def write_femnist(folder: Path, rows: int = 360, writers: int = 12, seed: int = 0) -> Path:
-    """``flwrlabs/femnist``'s schema; writers own unequal shares of the rows."""
+def write_femnist(folder: Path, rows: int = 360, writers: int = 12, seed: int = 0,
+                  sizes: Sequence[int] | None = None) -> Path:
+    """``flwrlabs/femnist``'s schema; writers own unequal shares of the rows (Dirichlet),
+    or exactly ``sizes[w]`` rows each (then ``rows`` and ``writers`` follow from it)."""
     import datasets
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    share = rng.dirichlet(np.full(writers, 2.0))
-    writer = np.sort(rng.choice(writers, size=rows, p=share))
+    if sizes is None:
+        share = rng.dirichlet(np.full(writers, 2.0))
+        writer = np.sort(rng.choice(writers, size=rows, p=share))
+    else:
+        writer = np.repeat(np.arange(len(sizes)), sizes)
+        rows, writers = len(writer), len(sizes)
     labels = rng.integers(0, len(FEMNIST_NAMES), size=rows)
     pixels = _images(rng, _patterns(rng, len(FEMNIST_NAMES), (28, 28)), labels)
     features = datasets.Features({

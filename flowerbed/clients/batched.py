@@ -242,6 +242,15 @@ def _client_states(rule: ClientRule, jobs: Sequence[ClientJob], w: Tensors) -> T
     return state
 
 
+def _rows(flat: Any, it: torch.Tensor) -> torch.Tensor:
+    """``flat[it]`` (rows of the flat data, ``it`` of shape (clients, batch)); for a plain
+    tensor by ``index_select``, which copies the same rows about three times faster than
+    advanced indexing on the CPU (a visible share of a small model's step)."""
+    if isinstance(flat, torch.Tensor):
+        return flat.index_select(0, it.reshape(-1)).view(*it.shape, *flat.shape[1:])
+    return flat[it]
+
+
 def _write(into: Tensors, new: Tensors, a: int, c: int) -> None:
     """``into[k][:a] = new[k]`` (a key seen for the first time gets zeros for the other
     rows); a value that is the slice itself (left unchanged by the rule) is not copied."""
@@ -279,7 +288,7 @@ def _train_group(model: nn.Module, jobs: Sequence[ClientJob], params: TrainParam
     for s in range(idx.shape[1]):
         a = int((steps > s).sum())
         it = torch.from_numpy(idx[:a, s]).to(dev)
-        xb, yb, mb = x_flat[it], y_flat[it], torch.from_numpy(mask[:a, s]).to(dev)
+        xb, yb, mb = _rows(x_flat, it), _rows(y_flat, it), torch.from_numpy(mask[:a, s]).to(dev)
         if params.augment != "none":  # each client's draws from its own rng, as sequentially
             xb = augmented(xb, params.augment, stack(
                 [draw(sorted_jobs[r].rng, len(sorted_plans[r][s])) for r in range(a)], b_max))

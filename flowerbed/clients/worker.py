@@ -187,8 +187,9 @@ def handle(kind: str, items: Sequence[Item], cfg: Config) -> list[Item]:
                 raise InjectedFailure("injected client failure")
             arrays, config = _arrays_and_config(content)
             if kind == "train":
-                result = done.get(pos) or train_one(vid, content, cfg, data, model,
-                                                    flip=action == FLIP_LABELS)
+                # popped: a client's trained arrays are freed once its reply holds them
+                result = done.pop(pos, None) or train_one(vid, content, cfg, data, model,
+                                                          flip=action == FLIP_LABELS)
                 if wants_clipping(config):  # Flower's client-side DP wrappers
                     result.state, result.metrics = clip_update(
                         result.state, received_by(arrays), config, dict(result.metrics))

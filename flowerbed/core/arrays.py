@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import io
 import math
+import weakref
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,8 +97,27 @@ def to_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
                                   for k, v in state.items()})
 
 
+_VIEWS: dict[int, tuple[weakref.ref[ArrayRecord], State]] = {}
+
+
 def from_record(record: ArrayRecord, copy: bool = True) -> State:
-    return {k: fast_numpy(v, copy) for k, v in record.items()}
+    """The record's arrays: writable copies, or (``copy=False``) read-only views of its
+    bytes, decoded once per record object (a reply is read by the grid's check, the
+    attack, the strategy's decode: one decode); a new dict each call."""
+    if copy:
+        return {k: fast_numpy(v) for k, v in record.items()}
+    key = id(record)
+    hit = _VIEWS.get(key)
+    if hit is None or hit[0]() is not record:
+        views = {k: fast_numpy(v, False) for k, v in record.items()}
+        hit = _VIEWS[key] = (weakref.ref(record, functools.partial(_forget, _VIEWS, key)),
+                             views)
+    return dict(hit[1])
+
+
+def _forget(cache: dict[int, Any], key: int, _ref: object) -> None:
+    """A weakly cached record died: drop its entry (its id may be reused)."""
+    cache.pop(key, None)
 
 
 def module_state(module: torch.nn.Module) -> State:

@@ -32,7 +32,7 @@ from flowerbed.clients.injected import CORRUPT, FAIL
 from flowerbed.core.arrays import State, from_record, record_nbytes, to_record
 from flowerbed.core.codecs import Codec
 from flowerbed.core.records import all_of, filled, first
-from flowerbed.core.validation import check_reply_arrays
+from flowerbed.core.validation import check_reply_record
 from flowerbed.core.wire import (
     CLIENT_STATE_KEY,
     CODEC_KEY,
@@ -408,7 +408,7 @@ class VirtualGrid(Grid):
     @staticmethod
     def _corrupt(sent: RecordDict, reply: RecordDict,
                  shapes: dict[int, dict[str, tuple[int, ...]] | None]) -> str | None:
-        """Why the reply's arrays are unusable (see :func:`check_reply_arrays`), or None.
+        """Why the reply's arrays are unusable (see :func:`check_reply_record`), or None.
 
         ``shapes`` caches the sent arrays' shapes per sent record (a broadcast model is
         one record shared by all of a round's messages).
@@ -420,4 +420,4 @@ class VirtualGrid(Grid):
             ref = first(sent, ArrayRecord)
             shapes[id(sent)] = ({k: tuple(a.shape) for k, a in ref.items()}
                                 if ref is not None else None)
-        return check_reply_arrays(shapes[id(sent)], from_record(got, copy=False))
+        return check_reply_record(shapes[id(sent)], got)

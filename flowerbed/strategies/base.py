@@ -35,7 +35,7 @@ from flowerbed.core.params import (
 )
 from flowerbed.core.records import first
 from flowerbed.core.rng import Stream, stream
-from flowerbed.core.validation import check_reply_arrays, shapes_of
+from flowerbed.core.validation import check_reply_record, shapes_of
 from flowerbed.core.wire import INPUTS_KEY, OUTPUTS_KEY, RULE_KEY
 from flowerbed.strategies.averaging import weighted_sum
 from flowerbed.strategies.contract import PlatformStrategy, Services, messages, payload
@@ -143,6 +143,7 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
                     result.arrays = arrays = agg_arrays
                 if agg_metrics is not None:
                     result.train_metrics_clientapp[current_round] = agg_metrics
+            replies = None  # one model per client: freed before the next round trains
             eval_replies = grid.send_and_receive(
                 messages=self.configure_evaluate(current_round, arrays, evaluate_config, grid),
                 timeout=timeout)
@@ -249,10 +250,10 @@ class CentralizedStrategy(PlatformStrategy, FlowerFedAvg):
             state = from_record(arrays, copy=False)
             extra = msg.content.get(OUTPUTS_KEY)
             outputs = from_record(extra, copy=False) if isinstance(extra, ArrayRecord) else None
-            model_ok = (not state and self.replies_without_model) or check_reply_arrays(
-                ref, state, exact=True) is None
-            if not model_ok or (
-                    outputs is not None and check_reply_arrays(ref, outputs) is not None):
+            model_ok = (not state and self.replies_without_model) or check_reply_record(
+                ref, arrays, exact=True) is None
+            if not model_ok or (outputs is not None and check_reply_record(
+                    ref, extra) is not None):  # type: ignore[arg-type]
                 rejected += 1
                 continue
             metrics = first(msg.content, MetricRecord) or MetricRecord()
