@@ -26,7 +26,7 @@ W4: FedAvg with LEAF's FEMNIST CNN (6.6 M parameters) on FEMNIST-schema data gen
     round would take 10-25 minutes a round per system. 3 rounds (the median of 2 steady
     rounds). ``vmap-memory-mb = 1024``: 8 clients a vmapped call (the pure-vmap reference
     uses the same chunks). The data are written once to ``benchmarks/.work/``.
-C10-1k: the memory of a CIFAR-10-sized run (issue 18): 50,000 + 10,000 RGB 32x32 images in
+C10-1k: the memory of a CIFAR-10-sized run: 50,000 + 10,000 RGB 32x32 images in
     ``uoft-cs/cifar10``'s schema (the fixtures' writer, to ``benchmarks/.work/``), kept as
     uint8, 1,000 iid clients of 50 images, LeNet-5, per-channel standardisation, FedAvg,
     every client every round, 1 local epoch of batch 10, lr 0.01, 3 rounds, in-process.
