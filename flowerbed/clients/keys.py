@@ -60,6 +60,9 @@ TRAINING_KEYS: tuple[Key, ...] = (
     Key("proximal-mu", 0.0, "FedProx mu: (mu/2)||x_i - x||^2 added to the local loss",
         non_negative),
     Key("vmap", True, "train a worker's clients batched with torch.func.vmap"),
+    Key("vmap-max-params", 250_000, "vmap on a CPU: models with more parameters than this "
+        "train one client at a time, which is faster there (same results; 0 = always batch; "
+        "an accelerator always batches)", non_negative),
     Key("vmap-memory-mb", 4096, "vmap: clients trained in one call are chunked so that their "
         "stacked parameters, gradients and optimiser state fit this many MiB (0 = one call "
         "for all)", non_negative),

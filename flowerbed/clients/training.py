@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad_and_value
 
 from flowerbed.clients.augment import augmented, draw
 from flowerbed.core.arrays import State
@@ -101,9 +101,12 @@ def loss_fn(model: nn.Module, params: dict[str, torch.Tensor], xb: torch.Tensor,
 
 def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
                bufs: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor] | None,
-               p: TrainParams, first: bool) -> tuple[dict[str, torch.Tensor],
-                                                     dict[str, torch.Tensor]]:
-    """One SGD step: d = g + wd x + mu (x - x_anchor); buf = m buf + d; x -= lr buf."""
+               p: TrainParams, first: bool, inplace: bool = False
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One SGD step: d = g + wd x + mu (x - x_anchor); buf = m buf + d; x -= lr buf.
+
+    ``inplace`` writes x - lr buf into ``params``' own tensors (the same numbers; a large
+    model then does not allocate, and page-fault in, a fresh copy of itself every step)."""
     new_params, new_bufs = {}, {}
     for k, x in params.items():
         d = grads[k]
@@ -114,7 +117,7 @@ def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
         if p.momentum:
             d = d if first else p.momentum * bufs[k] + d
             new_bufs[k] = d
-        new_params[k] = x - p.lr * d
+        new_params[k] = x.sub_(p.lr * d) if inplace else x - p.lr * d
     return new_params, new_bufs
 
 
@@ -128,17 +131,18 @@ def local_train(model: nn.Module, state: State, x: np.ndarray, y: np.ndarray,
     anchor = {k: v.clone() for k, v in w.items()} if params.proximal_mu else None
     xt = torch.from_numpy(np.asarray(x, np.float32)).to(device)
     yt = torch.from_numpy(np.asarray(y)).to(device)
-    grad_fn = grad(lambda pr, xb, yb: loss_fn(model, {**full, **pr}, xb, yb), has_aux=False)
+    # the loss at the step's start point comes with its gradient, from the same forward pass
+    grad_fn = grad_and_value(lambda pr, xb, yb: loss_fn(model, {**full, **pr}, xb, yb))
     bufs: dict[str, torch.Tensor] = {}
     losses = []
     for step, idx in enumerate(batch_plan(len(y), params, rng)):
         xb, yb = xt[idx], yt[idx]
         if params.augment != "none":  # the client's draws, after its batch plan
             xb = augmented(xb, params.augment, draw(rng, len(idx)))
-        with torch.no_grad():
-            losses.append(float(loss_fn(model, {**full, **w}, xb, yb)))
-        g = grad_fn(w, xb, yb)
-        w, bufs = sgd_update(w, g, bufs, anchor, params, first=step == 0)
+        g, loss = grad_fn(w, xb, yb)
+        losses.append(float(loss))
+        with torch.no_grad():  # w and full are this call's own copies: update them in place
+            w, bufs = sgd_update(w, g, bufs, anchor, params, first=step == 0, inplace=True)
     out = {k: v.cpu().numpy() for k, v in full.items()}
     out.update({k: v.detach().cpu().numpy() for k, v in w.items()})
     return out, {"train_loss": float(np.mean(losses)) if losses else 0.0,

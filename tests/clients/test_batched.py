@@ -128,3 +128,39 @@ def test_clients_per_call_fits_the_budget() -> None:
     assert clients_per_call(model, 0) == 0
     assert clients_per_call(model, 1) == 2**20 // (5 * 4 * 53)
     assert clients_per_call(nn.Linear(2**20, 1), 1) == 1  # a client over budget still trains
+
+
+def test_batching_pays_for_small_models_or_accelerators_only() -> None:
+    model = _mlp()  # 53 parameters
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert batched.batching_pays(model, cpu, 53)
+    assert not batched.batching_pays(model, cpu, 52)
+    assert batched.batching_pays(model, cpu, 0)  # 0: no limit
+    assert batched.batching_pays(model, gpu, 52)  # never touches CUDA: a device name only
+
+
+def test_a_model_over_vmap_max_params_trains_one_client_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same run with the digits MLP batched and (vmap-max-params below its size) one
+    client at a time: no vmapped call in the second, the same metrics in both."""
+    from flowerbed.run.config import parse_run_config
+    from flowerbed.run.runner import run_experiment
+    from tests.conftest import tiny
+
+    calls: list[int] = []
+    real = batched._train_group
+
+    def spy(model: nn.Module, group: list[ClientJob], *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(group))
+        return real(model, group, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "_train_group", spy)
+    rows = {}
+    for limit in (0, 10):
+        calls.clear()
+        res = run_experiment(parse_run_config(tiny(vmap_max_params=limit, momentum=0.5)))
+        rows[limit] = res.records
+        assert (max(calls) if calls else 0) == (10 if limit == 0 else 0)
+    for a, b in zip(rows[0], rows[10], strict=True):
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-5)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-5)
