@@ -170,7 +170,8 @@ def run_cli(workload: str, rounds: int | None) -> dict[str, Any]:
 # --- (d) tight sequential loop ------------------------------------------------------------
 
 def run_loop(workload: str, rounds: int | None) -> dict[str, Any]:
-    """Plain autograd + in-place SGD, client after client; flowerbed's batch plans."""
+    """Plain autograd + in-place fused SGD (``p -= lr g`` in one pass, as
+    ``torch.optim.SGD``), client after client; flowerbed's batch plans."""
     from flowerbed.clients.training import TrainParams, batch_plan, client_rng
 
     cfg, data, model = _data_and_model(config(workload))
@@ -192,9 +193,9 @@ def run_loop(workload: str, rounds: int | None) -> dict[str, Any]:
                 loss = torch.nn.functional.cross_entropy(model(xs[c][t]), ys[c][t])
                 model.zero_grad(set_to_none=True)
                 loss.backward()
-                with torch.no_grad():
+                with torch.no_grad():  # in place, fused, as torch.optim.SGD
                     for p in model.parameters():
-                        p -= params.lr * p.grad
+                        p.sub_(p.grad, alpha=params.lr)
             with torch.no_grad():
                 for a, p in zip(acc, model.parameters(), strict=True):
                     a += (len(ys[c]) / total) * p.double()
