@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
-from torch.func import grad_and_value, vmap
+from torch.func import vmap
 
 from flowerbed.clients.augment import augmented, draw, stack
 from flowerbed.clients.compression import without_codec_state
@@ -45,7 +45,14 @@ from flowerbed.clients.device import resolve
 from flowerbed.clients.rules import INPUTS_KEY, rule_for
 from flowerbed.clients.rules.base import ClientRule, RuleResult, Tensors
 from flowerbed.clients.rules.sgd import LocalSGD
-from flowerbed.clients.training import CPU, TrainParams, batch_plan, client_rng, loss_fn
+from flowerbed.clients.training import (
+    CPU,
+    TrainParams,
+    batch_plan,
+    client_rng,
+    grad_and_loss,
+    loss_fn,
+)
 from flowerbed.core.arrays import State, from_record
 from flowerbed.core.params import Config
 from flowerbed.core.records import first
@@ -73,18 +80,20 @@ _GRAD_FNS: dict[tuple[int, bool], object] = {}
 
 def _grad_fn(model: nn.Module, vectorised: bool = True) -> object:
     """Per-client (gradient, loss) of the masked mini-batch loss for a stack of clients,
-    built once per process: ``vmap(grad_and_value(loss))``, or (``vectorised=False``, the
-    sequential fallback) the same function called client by client and stacked."""
+    built once per process: the vmapped loss differentiated by autograd
+    (:func:`~flowerbed.clients.training.grad_and_loss`), or (``vectorised=False``, the
+    sequential fallback) one client's gradient called client by client and stacked."""
     fn = _GRAD_FNS.get((id(model), vectorised))
     if fn is None:
         def f(w: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
             return loss_fn(model, w, xb, yb, mask)
 
-        one = grad_and_value(f)
         if vectorised:
-            fn = vmap(one)
+            fn = grad_and_loss(vmap(f))
         else:
+            one = grad_and_loss(f)
+
             def fn(w: Tensors, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor
                    ) -> tuple[Tensors, torch.Tensor]:
                 outs = [one({k: v[c] for k, v in w.items()}, xb[c], yb[c], mask[c])

@@ -116,3 +116,79 @@ def test_training_copies_are_64_byte_aligned_whatever_numpy_gave() -> None:
         assert t.dtype == torch.float32
         np.testing.assert_array_equal(t.numpy(), state[k])
         assert not np.shares_memory(t.numpy(), raw)
+
+
+def _stacked(model: torch.nn.Module, clients: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return {k: v.detach().unsqueeze(0).repeat(clients, *[1] * v.dim())
+            + 0.01 * torch.randn(clients, *v.shape, generator=gen)
+            for k, v in model.named_parameters()}
+
+
+def test_grad_and_loss_matches_torch_func_bit_for_bit() -> None:
+    from torch.func import grad_and_value, vmap
+
+    from flowerbed.clients.models import lenet5
+    from flowerbed.clients.training import grad_and_loss, loss_fn
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 10))
+    for model, shape in ((mlp, (1, 8, 8)), (lenet5((3, 32, 32), 10, None), (3, 32, 32))):
+        w = _stacked(model, 6)
+        xb, yb = torch.randn(6, 5, *shape), torch.randint(0, 10, (6, 5))
+        mask = torch.ones(6, 5)
+        mask[2, 3:] = 0.0  # a padded batch
+
+        def f(w: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, m: torch.Tensor,
+              model: torch.nn.Module = model) -> torch.Tensor:
+            return loss_fn(model, w, x, y, m)
+
+        want_g, want_l = vmap(grad_and_value(f))(w, xb, yb, mask)
+        with torch.no_grad():  # as rules call it: the gradient is taken all the same
+            got_g, got_l = grad_and_loss(vmap(f))(w, xb, yb, mask)
+        assert torch.equal(got_l, want_l) and not got_l.requires_grad
+        assert all(torch.equal(got_g[k], want_g[k]) for k in w)
+        one = ({k: v[2] for k, v in w.items()}, xb[2], yb[2], mask[2])  # one client alone
+        want_g, want_l = grad_and_value(f)(*one)
+        got_g, got_l = grad_and_loss(f)(*one)
+        assert torch.equal(got_l, want_l)
+        assert all(torch.equal(got_g[k], want_g[k]) for k in w)
+
+
+def test_grad_and_loss_unused_parameter_gets_zeros() -> None:
+    from flowerbed.clients.training import grad_and_loss
+
+    w = {"a": torch.tensor([1.0, 2.0]), "unused": torch.ones(3)}
+    g, loss = grad_and_loss(lambda w, x: (w["a"] * x).sum())(w, torch.tensor([3.0, 4.0]))
+    assert float(loss) == 11.0
+    assert g["a"].tolist() == [3.0, 4.0] and g["unused"].tolist() == [0.0, 0.0, 0.0]
+    assert not w["a"].requires_grad  # the caller's tensors are left alone
+
+
+def test_training_does_not_import_torch_dynamo() -> None:
+    # torch.func's gradient imports torch._dynamo on its first call: ~1 s of every worker's
+    # start-up; flowerbed's training (batched and one client at a time) must not need it
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from flowerbed.clients.batched import ClientJob, train_batched
+from flowerbed.clients.training import TrainParams, client_rng, local_train
+from flowerbed.core.arrays import module_state
+import torch
+model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+state = module_state(model)
+x = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+y = np.arange(12) % 3
+p = TrainParams(lr=0.1, batch_size=4)
+local_train(model, state, x, y, p, client_rng(0, 1, 0))
+jobs = [ClientJob(state, np.arange(6 * c, 6 * c + 6), p, client_rng(0, 1, c)) for c in (0, 1)]
+train_batched(model, jobs, torch.from_numpy(x), torch.from_numpy(y))
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
