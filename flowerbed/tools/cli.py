@@ -159,20 +159,22 @@ def _run_on_flower(args: argparse.Namespace, app_dir: Path) -> int:
     from flowerbed.tools.early_start import start_in_background
     from flowerbed.tools.superlink import LocalSuperLink
 
-    try:
-        cfg = resolve_config(app_dir, args.run_config)
-    except ConfigError as err:  # nothing started yet
-        return _fail(err)
-    # the SuperLink starts (a second process) while this one builds the data and the model
-    # once (preflight); it is stopped again if they do not fit
+    # the SuperLink (seconds to start) starts first, in a process of its own, while this one
+    # imports the config's modules (torch: seconds too) and builds the data and the model
+    # once (preflight); if the config does not fit, it is stopped before the error shows
     link = LocalSuperLink(flwr_home_of(app_dir), cwd=app_dir)
     starting = start_in_background(link.start)
     try:
+        cfg = resolve_config(app_dir, args.run_config)
         preflight(cfg)
-    except ConfigError as err:
+    except BaseException as err:
+        code = _fail(err) if isinstance(err, ConfigError) else None  # shown first
+        link.cancel_start()
         starting.wait(raise_error=False)
         link.stop()
-        return _fail(err)
+        if code is None:
+            raise
+        return code
     out_dir = Path(cfg.output_dir).expanduser()
     if not out_dir.is_absolute():
         out_dir = app_dir / out_dir

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -133,6 +134,7 @@ class LocalSuperLink:
         self.run_id: int | None = None  # the run run_app started, once flwr run says so
         self.http_port = free_port()
         self.control_port = free_port()
+        self._cancelled = threading.Event()  # set by cancel_start()
 
     @property
     def env(self) -> dict[str, str]:
@@ -183,16 +185,23 @@ class LocalSuperLink:
     def _wait_healthy(self, run_dir: Path) -> LocalSuperLink:
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._cancelled.is_set():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"flower-superlink exited with code {self.proc.returncode};"
                                    f" see {run_dir / 'superlink.log'}")
             if self.healthy():
                 log.info("local SuperLink pid %d on port %d", self.proc.pid, self.http_port)
                 return self
-            time.sleep(0.2)
+            self._cancelled.wait(0.2)
+        if self._cancelled.is_set():
+            return self  # called off: the caller stops it
         self.stop()
         raise RuntimeError(f"flower-superlink did not start within {self.startup_timeout} s")
+
+    def cancel_start(self) -> None:
+        """Make a :meth:`start` running in another thread return at once instead of waiting
+        for the SuperLink to be up (the caller then :meth:`stop`s it)."""
+        self._cancelled.set()
 
     def stop(self) -> None:
         """Stop the SuperLink and everything it spawned (its own process group, and whatever

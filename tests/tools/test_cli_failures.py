@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from flowerbed.tools.cli import main
 from flowerbed.tools.superlink import write_run_config
+from tests.tools.test_cli import processes_mentioning
 
 APP = Path(__file__).resolve().parents[2]
 FLOWERBED = Path(sys.executable).parent / "flowerbed"
@@ -21,7 +23,31 @@ def test_a_bad_value_exits_2_before_flower_starts(tmp_path, capsys, monkeypatch)
     assert main(["run", str(APP), "-c", "lr=-0.1"]) == 2
     err = capsys.readouterr().err
     assert "lr = -0.1" in err and "must be > 0" in err
-    assert not (tmp_path / "home").exists()  # no SuperLink was started
+    # the SuperLink started beside the config's checks is gone when the command returns
+    assert processes_mentioning(str(tmp_path / "home")) == []
+    assert not list((tmp_path / "home").rglob("run-logs"))  # no run was submitted
+
+
+def test_the_superlink_starts_before_the_config_is_read(monkeypatch, tmp_path):
+    """Its seconds of start-up overlap the config's imports and the preflight."""
+    from flowerbed.tools import cli
+    from flowerbed.tools.superlink import LocalSuperLink
+
+    order: list[str] = []
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(LocalSuperLink, "start", lambda self: order.append("superlink") or self)
+    monkeypatch.setattr(LocalSuperLink, "stop", lambda self: order.append("stop"))
+
+    def resolve(*args: object) -> None:
+        deadline = time.monotonic() + 10  # the start runs in a thread: give it the moment
+        while "superlink" not in order and time.monotonic() < deadline:
+            time.sleep(0.01)
+        order.append("config")
+        raise cli.ConfigError("lr", -1, "must be > 0")
+
+    monkeypatch.setattr(cli, "resolve_config", resolve)
+    assert main(["run", str(APP)]) == 2
+    assert order == ["superlink", "config", "stop"]
 
 
 def test_a_bad_combination_names_its_key(capsys):
