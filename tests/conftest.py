@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,10 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+# built-in datasets kept between runs go to a folder of this session, not ~/.cache
+_KEPT = tempfile.mkdtemp(prefix="flowerbed-test-cache-")
+os.environ["FLOWERBED_CACHE_DIR"] = _KEPT
+atexit.register(shutil.rmtree, _KEPT, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 
