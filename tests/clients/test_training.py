@@ -144,11 +144,23 @@ def test_grad_and_loss_matches_torch_func_bit_for_bit() -> None:
               model: torch.nn.Module = model) -> torch.Tensor:
             return loss_fn(model, w, x, y, m)
 
+        def f_ce(w: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 m: torch.Tensor, model: torch.nn.Module = model) -> torch.Tensor:
+            logits = torch.func.functional_call(model, w, (x,))
+            ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            return (ce * m).sum() / m.sum().clamp_min(1.0)
+
         want_g, want_l = vmap(grad_and_value(f))(w, xb, yb, mask)
         with torch.no_grad():  # as rules call it: the gradient is taken all the same
             got_g, got_l = grad_and_loss(vmap(f))(w, xb, yb, mask)
         assert torch.equal(got_l, want_l) and not got_l.requires_grad
-        assert all(torch.equal(got_g[k], want_g[k]) for k in w)
+        # torch.func sums the backward in another order: equal up to the last bits
+        for k in w:
+            torch.testing.assert_close(got_g[k], want_g[k], rtol=1e-6, atol=1e-7)
+        # and exactly what cross_entropy gave through the same route
+        ce_g, ce_l = grad_and_loss(vmap(f_ce))(w, xb, yb, mask)
+        assert torch.equal(got_l, ce_l)
+        assert all(torch.equal(got_g[k], ce_g[k]) for k in w)
         one = ({k: v[2] for k, v in w.items()}, xb[2], yb[2], mask[2])  # one client alone
         want_g, want_l = grad_and_value(f)(*one)
         got_g, got_l = grad_and_loss(f)(*one)
@@ -166,9 +178,10 @@ def test_grad_and_loss_unused_parameter_gets_zeros() -> None:
     assert not w["a"].requires_grad  # the caller's tensors are left alone
 
 
-def test_training_does_not_import_torch_dynamo() -> None:
-    # torch.func's gradient imports torch._dynamo on its first call: ~1 s of every worker's
-    # start-up; flowerbed's training (batched and one client at a time) must not need it
+def test_training_does_not_import_torch_dynamo_or_sympy() -> None:
+    # torch.func's gradient imports torch._dynamo on its first call (~1 s of every worker's
+    # start-up), and a vmapped cross_entropy sympy (~0.6 s); flowerbed's training (batched
+    # and one client at a time) must need neither
     import subprocess
     import sys
 
@@ -187,8 +200,42 @@ p = TrainParams(lr=0.1, batch_size=4)
 local_train(model, state, x, y, p, client_rng(0, 1, 0))
 jobs = [ClientJob(state, np.arange(6 * c, 6 * c + 6), p, client_rng(0, 1, c)) for c in (0, 1)]
 train_batched(model, jobs, torch.from_numpy(x), torch.from_numpy(y))
-print("torch._dynamo" in sys.modules)
+print("torch._dynamo" in sys.modules, "sympy" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr
+
+
+def test_the_loss_is_cross_entropy_bit_for_bit_plain_and_vmapped() -> None:
+    """loss_fn's log-softmax + gather gives torch's cross_entropy exactly: values and
+    gradients, one client and a vmapped batch of clients, with and without a mask."""
+    from torch.func import vmap
+
+    from flowerbed.clients.training import loss_fn
+
+    model = torch.nn.Linear(6, 5)
+    gen = torch.Generator().manual_seed(3)
+    xb = torch.randn(4, 9, 6, generator=gen) * 3
+    yb = torch.randint(0, 5, (4, 9), generator=gen)
+    mask = (torch.rand(4, 9, generator=gen) > 0.3).float()
+    stacked = {k: torch.stack([v.detach() + 0.1 * i for i in range(4)]).requires_grad_()
+               for k, v in model.named_parameters()}
+
+    def reference(p: dict, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None = None
+                  ) -> torch.Tensor:  # loss_fn as it was, with torch's cross_entropy
+        logits = torch.func.functional_call(model, p, (x,))
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        return ce.mean() if m is None else (ce * m).sum() / m.sum().clamp_min(1.0)
+
+    for m in (None, mask):
+        args = (stacked, xb, yb) if m is None else (stacked, xb, yb, m)
+        ours = vmap(lambda *a: loss_fn(model, *a))(*args)
+        ref = vmap(reference)(*args)
+        assert torch.equal(ours, ref)
+        g_ours = torch.autograd.grad(ours.sum(), list(stacked.values()))
+        g_ref = torch.autograd.grad(ref.sum(), list(stacked.values()))
+        assert all(torch.equal(a, b) for a, b in zip(g_ours, g_ref, strict=True))
+    one = {k: v[1] for k, v in stacked.items()}
+    assert torch.equal(loss_fn(model, one, xb[1], yb[1], mask[1]),
+                       reference(one, xb[1], yb[1], mask[1]))
