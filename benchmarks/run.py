@@ -54,7 +54,9 @@ def plan() -> list[tuple[str, str, int, str]]:
     runs += [(s, "W4", 0, "") for s in "fcdeb"]
     runs.append(("c", "C10-1k", 0, "CIFAR-10-sized, 1,000 clients, memory"))
     runs.append(("b", "M10k", 0, "10,000 virtual clients, memory target"))
-    runs.append(("g", "START", 0, "start-up of the default run (make run)"))
+    runs.append(("g", "START", 0, "start-up of the default run (make run), its data kept "
+                 "by an earlier run"))
+    runs.append(("g", "START-COLD", 0, "the same, the config's first run (nothing kept)"))
     return runs
 
 

@@ -144,17 +144,24 @@ def run_cli(workload: str, rounds: int | None) -> dict[str, Any]:
     start to the end of round 1) and wall time, on its own FLWR_HOME and output folder."""
     import subprocess
 
+    from flowerbed.clients.data_cache import KEEP_ENV
+
     changes = {"num-server-rounds": rounds} if rounds else {}
     cfg = config(workload, **changes)
+    flowerbed = str(Path(sys.executable).parent / "flowerbed")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {k: cfg[k] for k in ("num-server-rounds", "eval-every")}
         overrides.update({"output-dir": f"{tmp}/out", "run-name": "bench"})
         args = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
-        env = {**os.environ, "FLWR_HOME": f"{tmp}/flwr-home"}
+        # built-in data are kept between runs (flowerbed.clients.data_cache): a folder of
+        # this pass, empty for a config's first run (-COLD), else filled by a check first
+        env = {**os.environ, "FLWR_HOME": f"{tmp}/flwr-home", KEEP_ENV: f"{tmp}/kept"}
+        if not workload.endswith("-COLD"):
+            subprocess.run([flowerbed, "check", ".", "-c", args], cwd=REPO, env=env,
+                           capture_output=True, check=True)
         t_start = time.time()
-        out = subprocess.run([str(Path(sys.executable).parent / "flowerbed"), "run", ".",
-                              "-c", args], cwd=REPO, env=env, text=True,
-                             capture_output=True, check=False)
+        out = subprocess.run([flowerbed, "run", ".", "-c", args], cwd=REPO, env=env,
+                             text=True, capture_output=True, check=False)
         t_end = time.time()
         if out.returncode != 0:
             raise RuntimeError(out.stdout[-3000:] + out.stderr[-3000:])

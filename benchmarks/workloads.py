@@ -32,7 +32,9 @@ C10-1k: the memory of a CIFAR-10-sized run: 50,000 + 10,000 RGB 32x32 images in
     every client every round, 1 local epoch of batch 10, lr 0.01, 3 rounds, in-process.
 M10k: FedAvg with 10,000 virtual clients (W1's setup) in one ``flwr run``: peak memory.
 START: the default run of pyproject.toml through the ``flowerbed run .`` command (system g),
-    for its start-up: command start to the end of round 1, and the total wall time.
+    for its start-up: command start to the end of round 1, and the total wall time. The
+    digits data as kept by an earlier run of the config (``flowerbed check``, untimed).
+START-COLD: the same, the first run of the config: nothing kept (an empty cache folder).
 Every client trains each round (fraction-train = 1; W4: 20 of 500); the global model is
 evaluated on the held-out test set at the end only, on every system alike.
 """
@@ -131,7 +133,7 @@ START: dict[str, Any] = {**_pyproject_defaults(), "eval-every": 1}
 WORKLOADS: dict[str, dict[str, Any]] = {
     "W0": W0, "W1": W1, "W1-scaffold": W1_SCAFFOLD, "W1-topk": W1_TOPK, "W2": W2,
     "W3-n1000": W3_1K, "W3-n10000": W3_10K, "W4": W4, "C10-1k": C10_1K, "M10k": M10K,
-    "START": START,
+    "START": START, "START-COLD": START,
 }
 
 
