@@ -58,7 +58,10 @@ def kept_folder() -> Path | None:
     value = os.environ.get(KEEP_ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "off") else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home folder to be found: keep nothing
+        return None
     return Path(base) / "flowerbed"
 
 
