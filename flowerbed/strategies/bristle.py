@@ -266,9 +266,7 @@ class Bristle(TopologyStrategy):
         return new, peers[pick][positive_w]
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        active = sorted(int(v) for v in grid.get_node_ids())
-        half = self.store.copy(self.x)
-        self.train_rows(grid, active, self.x, half, server_round, timeout)
+        half = self.trained_half(grid, server_round, timeout)
         step = server_round - 1
         new = np.empty_like(half)
         kept: list[np.ndarray] = []

@@ -100,9 +100,7 @@ class ChocoSGD(TopologyStrategy):
         return flatten(q).astype(np.float32)
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        active = sorted(int(v) for v in grid.get_node_ids())
-        half = self.store.copy(self.x)  # x^{t+1/2}: inactive nodes keep x^t
-        self.train_rows(grid, active, self.x, half, server_round, timeout)
+        half = self.trained_half(grid, server_round, timeout)
         for i in range(self.n):  # q_i = Q(x_i^{t+1/2} - x̂_i); x̂_i += q_i everywhere
             self.xhat[i] += self.compress(half[i] - self.xhat[i], server_round, i)
         step = server_round - 1

@@ -71,9 +71,7 @@ class ClippedGossip(TopologyStrategy):
         return out
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        active = sorted(int(v) for v in grid.get_node_ids())
-        half = self.store.copy(self.x)
-        self.train_rows(grid, active, self.x, half, server_round, timeout)
+        half = self.trained_half(grid, server_round, timeout)
         step = server_round - 1
         half = np.asarray(half)
         self.x = clipped_mix(half, self.weights(step), self.params.gossip_clip_tau,

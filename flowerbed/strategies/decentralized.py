@@ -220,6 +220,15 @@ class DecentralizedStrategy(PlatformStrategy, Strategy):
             self.failed[server_round] = self.failed.get(server_round, 0) + failed
         return out, ok
 
+    def trained_half(self, grid: Grid, server_round: int, timeout: float,
+                     config: dict[str, Any] | None = None) -> np.ndarray:
+        """x^{t+1/2}: the node models after this round's local training, in a copy (a node
+        that is not available this round, or fails, keeps its x^t)."""
+        active = sorted(int(v) for v in grid.get_node_ids())
+        half = self.store.copy(self.x)
+        self.train_rows(grid, active, self.x, half, server_round, timeout, config)
+        return half
+
     def train_rows(self, grid: Grid, nodes: list[int], src: np.ndarray, dst: np.ndarray,
                    server_round: int, timeout: float, config: dict[str, Any] | None = None
                    ) -> np.ndarray:

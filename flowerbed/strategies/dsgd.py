@@ -36,10 +36,7 @@ class DSGD(TopologyStrategy):
     scratch_fields = ("premerge",)  # computed and reported in the last round
 
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
-        active = sorted(int(v) for v in grid.get_node_ids())
-        half = self.store.copy(self.x)  # x^{t+1/2}: inactive nodes keep x^t
-        self.train_rows(grid, active, self.x, half, server_round, timeout,
-                        self.local_config())
+        half = self.trained_half(grid, server_round, timeout, self.local_config())
         for step in self.gossip_schedule(server_round):
             half = self.mix_received(self.topology, half, step)
             self.record_topology(self.topology, step)

@@ -84,9 +84,7 @@ class SybilWall(TopologyStrategy):
     def step(self, server_round: int, grid: Grid, timeout: float) -> None:
         if self.history.shape != self.x.shape:
             self.history = np.zeros(self.x.shape, np.float64)
-        active = sorted(int(v) for v in grid.get_node_ids())
-        half = self.store.copy(self.x)
-        self.train_rows(grid, active, self.x, half, server_round, timeout)
+        half = self.trained_half(grid, server_round, timeout)
         self.history += np.asarray(half, np.float64) - self.x
         step = server_round - 1
         new = np.empty_like(half)
