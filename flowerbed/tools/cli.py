@@ -1,9 +1,10 @@
 """``flowerbed``: the command line around ``flwr run``.
 
-``flowerbed run`` validates the run config before anything starts (exit 2 with the key,
-value and what is allowed), starts its own local SuperLink with runtime dependency
-installation off, streams ``flwr run . --stream``, checks the run's final status (``flwr
-run`` itself exits 0 even when the ServerApp fails) and stops the SuperLink it started.
+``flowerbed run`` validates the run config before any run starts (exit 2 with the key,
+value and what is allowed) while its own local SuperLink, with runtime dependency
+installation off, starts beside it; then it streams ``flwr run . --stream``, checks the
+run's final status (``flwr run`` itself exits 0 even when the ServerApp fails) and stops the
+SuperLink it started.
 The console shows flowerbed's own lines only (``-v``: everything, ``-q``: errors and the
 final line); every run folder keeps the full log.
 """
