@@ -223,9 +223,10 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
     vmap-memory-mb)`` (flowerbed's own chunk size: the same memory budget), largest
     first; all of them in one chunk when the budget is 0 or large enough.
     """
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
 
     from flowerbed.clients.batched import clients_per_call
+    from flowerbed.clients.training import loss_fn
 
     cfg, data, model = _data_and_model(config(workload))
     sizes_all = torch.from_numpy(data.sizes.astype(np.int64))
@@ -245,11 +246,9 @@ def run_vmap(workload: str, rounds: int | None) -> dict[str, Any]:
 
     def loss(w: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
              m: torch.Tensor) -> torch.Tensor:
-        # cross-entropy as log-softmax + gather, as flowerbed's loss_fn: under vmap, torch's
-        # cross_entropy runs a slower decomposition (the same numbers)
-        logits = functional_call(model, w, (xb,))
-        ce = -logits.log_softmax(1).gather(1, yb.unsqueeze(1)).squeeze(1)
-        return (ce * m).sum() / m.sum().clamp_min(1.0)
+        # flowerbed's masked cross-entropy (log-softmax + gather: under vmap, torch's
+        # cross_entropy runs a slower decomposition), so that only the loops differ
+        return loss_fn(model, w, xb, yb, m)
 
     vgrad = vmap(grad(loss))
     dev = torch.device(DEVICE)

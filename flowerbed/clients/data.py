@@ -557,17 +557,13 @@ def _load_cached(key: tuple[Any, ...], cfg: Config) -> FederatedData:
 
     data = data_cache.load(key)
     if data is not None:
-        log.info("data %s: %d clients, %d train / %d test examples, %d classes (built by "
-                 "the CLI)", cfg.dataset, data.num_clients, int(data.sizes.sum()),
-                 len(data.test_y), data.num_classes)
+        _log_sizes(cfg, data, " (built by the CLI)")
         return data
     kept = cfg.dataset in OFFLINE_DATASETS  # a function of the config: kept between runs
     data = data_cache.load_kept(key) if kept else None
     if data is not None:
-        log.info("data %s: %d clients, %d train / %d test examples, %d classes (as built "
-                 "by an earlier run, kept in %s)", cfg.dataset, data.num_clients,
-                 int(data.sizes.sum()), len(data.test_y), data.num_classes,
-                 data_cache.kept_folder())
+        _log_sizes(cfg, data, f" (as built by an earlier run, kept in "
+                              f"{data_cache.kept_folder()})")
     else:
         data = _build(cfg)
         if kept:
@@ -637,9 +633,14 @@ def _build(cfg: Config) -> FederatedData:
                           f"left {len(empty)} of {cfg.num_clients} clients with no data "
                           f"(first: {empty[:5]}); use fewer clients, a larger alpha or "
                           "min-partition-size")
-    log.info("data %s: %d clients, %d train / %d test examples, %d classes", cfg.dataset,
-             data.num_clients, int(data.sizes.sum()), len(test_y), data.num_classes)
+    _log_sizes(cfg, data)
     return data
+
+
+def _log_sizes(cfg: Config, data: FederatedData, source: str = "") -> None:
+    log.info("data %s: %d clients, %d train / %d test examples, %d classes%s", cfg.dataset,
+             data.num_clients, int(data.sizes.sum()), len(data.test_y), data.num_classes,
+             source)
 
 
 # --- validation ------------------------------------------------------------------------------

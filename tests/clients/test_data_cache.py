@@ -58,10 +58,14 @@ def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_a_built_in_dataset_is_kept_and_loaded_equal(kept: Path) -> None:
     cfg = parse_run_config(tiny(num_clients=7, seed=5))
-    built = data.load_federation(cfg)
+    old = os.umask(0o022)
+    try:
+        built = data.load_federation(cfg)
+    finally:
+        os.umask(old)
     files = list((kept / "data").glob("*.pkl"))
     assert len(files) == 1
-    assert oct(files[0].stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # user's umask
+    assert files[0].stat().st_mode & 0o777 == 0o644  # the user's umask, not mkstemp's 0600
     data._load_cached.cache_clear()
     loaded = data.load_federation(cfg)
     assert loaded is not built
@@ -78,12 +82,6 @@ def test_a_built_in_dataset_is_kept_and_loaded_equal(kept: Path) -> None:
     finally:
         data_cache.code_fingerprint.cache_clear()
     assert data_cache.load_kept(data._data_key(cfg)) is not None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_a_kept_dataset_loads_without_the_builders_imports(kept: Path) -> None:
